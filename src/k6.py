@@ -1,0 +1,316 @@
+"""Everything that talks to k6: the service command line, the REST API client, summaries.
+
+The command is built as one shell-quoted string; the REST calls are bounded by timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import selectors
+import shlex
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+PORT = 6565
+SERVICE = "k6"
+NOTICE_KEY = "k6.com/done"
+PEBBLE = "/charm/bin/pebble"
+WORKDIR = "/var/lib/k6-k8s"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+SCRIPT_DIR = "tests"
+
+STATUS_PAUSED_BEFORE_RUN = 4
+STATUS_ENDED = 9
+EXIT_OK = 0
+EXIT_THRESHOLDS = 99
+EXIT_STOPPED_API = 103
+EXIT_SIGTERM = 105
+EXIT_SCRIPT_ERROR = 107
+EXIT_ABORTED = 108
+
+
+def segment_flags(index: int, count: int) -> list[str]:
+    """Execution-segment flags for participant `index` of `count` (none for a single unit)."""
+    if count <= 1:
+        return []
+    if not 0 <= index < count:
+        raise ValueError(f"participant index {index} outside 0..{count - 1}")
+    bounds = [Fraction(i, count) for i in range(count + 1)]
+    sequence = ",".join(str(b) for b in bounds)
+    return [
+        "--execution-segment",
+        f"{bounds[index]}:{bounds[index + 1]}",
+        "--execution-segment-sequence",
+        sequence,
+    ]
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """What one participant runs: inputs to `k6 run --paused`."""
+
+    script: str  # path relative to the service working directory
+    run_id: str
+    address: str  # host the REST API binds to
+    index: int = 0
+    count: int = 1
+    environment: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    outputs: Sequence[str] = ()
+    extra_args: Sequence[str] = ()
+
+    def k6_argv(self) -> list[str]:
+        """The k6 argv, one list element per argument."""
+        argv = ["k6", "run", "--paused", "--address", f"{self.address}:{PORT}"]
+        argv += segment_flags(self.index, self.count)
+        for key, value in sorted(self.tags.items()):
+            argv += ["--tag", f"{key}={value}"]
+        for key, value in self.environment.items():
+            argv += ["-e", f"{key}={value}"]
+        for output in self.outputs:
+            argv += ["-o", output]
+        argv += ["--summary-export", SUMMARY_FILE, *self.extra_args, self.script]
+        return argv
+
+    def shell_line(self) -> str:
+        """The /bin/sh line: run k6, then notify Pebble with the run id and exit code.
+
+        TERM is trapped by a handler (not ignored) so that a Pebble stop still sends the notice.
+        """
+        notify = shlex.join([PEBBLE, "notify", NOTICE_KEY, f"run_id={self.run_id}"])
+        return f"trap 'true' TERM; {shlex.join(self.k6_argv())}; {notify} exit_code=$?"
+
+    def service_command(self) -> str:
+        """The Pebble service command: Pebble splits it shell-like, so it is quoted once more."""
+        return shlex.join(["/bin/sh", "-c", self.shell_line()])
+
+
+def layer(command: str, environment: Mapping[str, str] | None = None) -> dict:
+    """The Pebble layer for a one-shot k6 service (never restarted when it exits)."""
+    service: dict = {
+        "override": "replace",
+        "summary": "k6 load test (one run)",
+        "command": command,
+        "startup": "disabled",
+        "working-dir": WORKDIR,
+        "on-success": "ignore",
+        "on-failure": "ignore",
+        "kill-delay": "5s",
+    }
+    if environment:
+        service["environment"] = dict(environment)
+    return {"summary": "k6 load test", "services": {SERVICE: service}}
+
+
+# ---------------------------------------------------------------- REST API
+
+STATUS_PATH = "/v1/status"
+_RESUME_BODY = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
+_STOP_BODY = {"data": {"type": "status", "id": "default", "attributes": {"stopped": True}}}
+
+
+@dataclass(frozen=True)
+class ApiStatus:
+    """The parts of `GET /v1/status` the protocol uses."""
+
+    status: int
+    paused: bool
+    stopped: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """Paused before the run, after init: safe to resume."""
+        return self.paused and self.status == STATUS_PAUSED_BEFORE_RUN
+
+
+def parse_status(body: bytes | str) -> ApiStatus:
+    """Parse a k6 status document."""
+    attributes = json.loads(body)["data"]["attributes"]
+    return ApiStatus(
+        status=int(attributes["status"]),
+        paused=bool(attributes["paused"]),
+        stopped=bool(attributes.get("stopped", False)),
+    )
+
+
+def get_status(endpoint: str, timeout: float = 1.0) -> ApiStatus | None:
+    """One status probe; None when the API is not (or no longer) answering."""
+    try:
+        response = httpx.get(f"http://{endpoint}{STATUS_PATH}", timeout=timeout)
+        response.raise_for_status()
+        return parse_status(response.content)
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        logger.debug("k6 API at %s not answering: %s", endpoint, e)
+        return None
+
+
+def wait_ready(endpoint: str, timeout: float, interval: float = 0.05) -> ApiStatus | None:
+    """Poll the local k6 API until it is paused before the run, or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = get_status(endpoint, timeout=min(1.0, max(0.05, timeout)))
+        if last is not None and (last.ready or last.status >= STATUS_ENDED):
+            return last
+        if time.monotonic() >= deadline:
+            return last
+        time.sleep(interval)
+
+
+def probe_all(endpoints: Sequence[str], timeout: float = 1.0) -> dict[str, ApiStatus | None]:
+    """Status of every endpoint, probed concurrently."""
+
+    async def one(client: httpx.AsyncClient, endpoint: str) -> ApiStatus | None:
+        try:
+            response = await client.get(f"http://{endpoint}{STATUS_PATH}")
+            response.raise_for_status()
+            return parse_status(response.content)
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+
+    async def main() -> list[ApiStatus | None]:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            return await asyncio.gather(*(one(client, e) for e in endpoints))
+
+    return dict(zip(endpoints, asyncio.run(main()), strict=True))
+
+
+def stop_all(endpoints: Sequence[str], timeout: float = 2.0) -> dict[str, str | None]:
+    """PATCH `stopped: true` to every endpoint concurrently; endpoint → error (None if ok)."""
+
+    async def one(client: httpx.AsyncClient, endpoint: str) -> str | None:
+        try:
+            response = await client.patch(f"http://{endpoint}{STATUS_PATH}", json=_STOP_BODY)
+            response.raise_for_status()
+            return None
+        except httpx.HTTPError as e:
+            return f"{type(e).__name__}: {e}"
+
+    async def main() -> list[str | None]:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            return await asyncio.gather(*(one(client, e) for e in endpoints))
+
+    return dict(zip(endpoints, asyncio.run(main()), strict=True))
+
+
+@dataclass
+class ResumeResult:
+    """One endpoint's resume: when the PATCH left and when k6 acknowledged it (epoch seconds)."""
+
+    endpoint: str
+    sent: float | None = None
+    acked: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Acknowledged with HTTP 200."""
+        return self.error is None and self.acked is not None
+
+
+def _request_bytes(method: str, endpoint: str, body: dict) -> bytes:
+    payload = json.dumps(body).encode()
+    head = (
+        f"{method} {STATUS_PATH} HTTP/1.1\r\nHost: {endpoint}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+def _split(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _connect(endpoint: str, timeout: float, retries: int) -> socket.socket:
+    """Open a TCP connection, retrying refused/failed connects with a short backoff."""
+    delay = 0.05
+    for attempt in range(retries + 1):
+        try:
+            sock = socket.create_connection(_split(endpoint), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError:
+            if attempt == retries:
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resume_all(
+    endpoints: Sequence[str], timeout: float = 3.0, connect_retries: int = 2
+) -> list[ResumeResult]:
+    """Resume every paused k6 at once: connect all first, then write every PATCH back to back.
+
+    The requests are pre-encoded and the connections already open when the fan-out starts, so
+    the last request leaves microseconds after the first (an HTTP client library costs a few
+    hundred microseconds per request, which at 64 units is the whole skew budget).
+    """
+    results = {e: ResumeResult(e) for e in endpoints}
+    socks: dict[str, socket.socket] = {}
+    for endpoint in endpoints:
+        try:
+            socks[endpoint] = _connect(endpoint, timeout, connect_retries)
+        except OSError as e:
+            results[endpoint].error = f"connect failed: {e}"
+    payloads = {e: _request_bytes("PATCH", e, _RESUME_BODY) for e in socks}
+    sent_ok: dict[str, socket.socket] = {}
+    try:
+        for endpoint, sock in socks.items():  # the fan-out: nothing else in this loop
+            try:
+                sock.sendall(payloads[endpoint])
+                results[endpoint].sent = time.time()
+                sent_ok[endpoint] = sock
+            except OSError as e:
+                results[endpoint].error = f"send failed: {e}"
+        _collect_acks(sent_ok, results, timeout)
+    finally:
+        for sock in socks.values():
+            sock.close()
+    return [results[e] for e in endpoints]
+
+
+def _collect_acks(
+    socks: Mapping[str, socket.socket], results: Mapping[str, ResumeResult], timeout: float
+) -> None:
+    """Read each response's status line; stamp the ack time or record the error."""
+    selector = selectors.DefaultSelector()
+    buffers: dict[str, bytes] = {}
+    for endpoint, sock in socks.items():
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, endpoint)
+        buffers[endpoint] = b""
+    deadline = time.monotonic() + timeout
+    pending = set(socks)
+    while pending and (remaining := deadline - time.monotonic()) > 0:
+        for key, _ in selector.select(remaining):
+            endpoint = key.data
+            try:
+                chunk = key.fileobj.recv(4096)  # type: ignore[union-attr]
+            except OSError as e:
+                chunk, results[endpoint].error = b"", f"receive failed: {e}"
+            buffers[endpoint] += chunk
+            if b"\r\n" in buffers[endpoint] or not chunk:
+                selector.unregister(key.fileobj)
+                pending.discard(endpoint)
+                line = buffers[endpoint].split(b"\r\n", 1)[0].decode(errors="replace")
+                parts = line.split()
+                if len(parts) >= 2 and parts[1] == "200":
+                    results[endpoint].acked = time.time()
+                elif results[endpoint].error is None:
+                    results[endpoint].error = f"unexpected answer: {line!r}"
+    for endpoint in pending:
+        results[endpoint].error = f"no answer within {timeout}s"
+    selector.close()
