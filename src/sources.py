@@ -1,0 +1,138 @@
+"""Where a run's script comes from: the config, a related charm, an action parameter, a template.
+
+Every input is validated here and refused with a message a user can act on (ValueError).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MAX_SCRIPT_BYTES = 256 * 1024
+MAX_NAME_LENGTH = 128
+CONFIG_TEST_NAME = "load-test.js"
+INLINE_TEST_NAME = "inline.js"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Script:
+    """One runnable test: a plain file name, its text, and the environment it gets."""
+
+    name: str
+    text: str
+    source: str  # "config", "inline", "quick", or "app:<name>"
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        """Digest of the exact bytes every unit runs."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def validate_test_name(name: str) -> str:
+    """A test name must be a plain file name: no path separators, no '..', bounded length."""
+    if not name:
+        raise ValueError("test name is empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"test name is longer than {MAX_NAME_LENGTH} characters")
+    if name in {".", ".."} or ".." in name or not _NAME_RE.match(name):
+        raise ValueError(
+            f"test name {name!r} is not a plain file name (letters, digits, '_', '-', '.')"
+        )
+    return name
+
+
+def validate_script(text: str, what: str = "script") -> str:
+    """Refuse empty or oversized scripts."""
+    if not text.strip():
+        raise ValueError(f"{what} is empty")
+    size = len(text.encode())
+    if size > MAX_SCRIPT_BYTES:
+        raise ValueError(f"{what} is {size} bytes; the limit is {MAX_SCRIPT_BYTES} bytes")
+    if "\x00" in text:
+        raise ValueError(f"{what} contains a NUL byte")
+    return text
+
+
+def _split_entries(text: str) -> list[str]:
+    """Split on commas and newlines outside double quotes."""
+    entries, current, quoted = [], [], False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+            current.append(char)
+        elif char in ",\n" and not quoted:
+            entries.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quoted:
+        raise ValueError(f"environment: unbalanced double quote in {text!r}")
+    entries.append("".join(current))
+    return [e.strip() for e in entries if e.strip()]
+
+
+def parse_environment(text: str) -> dict[str, str]:
+    """Parse `KEY=VALUE` pairs; values may contain '=', quoted values may contain commas."""
+    environment: dict[str, str] = {}
+    for entry in _split_entries(text):
+        key, sep, value = entry.partition("=")
+        key = key.strip()
+        if not sep or not _ENV_KEY_RE.match(key):
+            raise ValueError(f"environment entry {entry!r} is not KEY=VALUE with a valid KEY")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        elif '"' in value:
+            raise ValueError(f"environment entry {entry!r} has a stray double quote")
+        environment[key] = value
+    return environment
+
+
+def from_config(load_test: str, environment: Mapping[str, str]) -> Script:
+    """The `load-test` config script."""
+    if not load_test.strip():
+        raise ValueError(
+            "no test to run: set one with `juju config k6 load-test=@script.js` "
+            "or name a related test with `start app=<app> test=<name>` (see `list`)"
+        )
+    validate_script(load_test, "the load-test config script")
+    return Script(CONFIG_TEST_NAME, load_test, "config", dict(environment))
+
+
+def from_inline(text: str, environment: Mapping[str, str]) -> Script:
+    """A script passed as the `script` action parameter."""
+    validate_script(text, "the script parameter")
+    return Script(INLINE_TEST_NAME, text, "inline", dict(environment))
+
+
+@dataclass(frozen=True)
+class ProvidedTests:
+    """What one related app provides over k6_tests (or why it was ignored)."""
+
+    tests: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def from_app(
+    app: str, test: str, provided: Mapping[str, ProvidedTests], environment: Mapping[str, str]
+) -> Script:
+    """A test a related app provides; the config environment overrides the app's."""
+    validate_test_name(test)
+    if app not in provided:
+        known = ", ".join(sorted(provided)) or "none"
+        raise ValueError(f"no related app {app!r} provides tests (related: {known})")
+    tests = provided[app]
+    if tests.error:
+        raise ValueError(f"tests from {app!r} are unusable: {tests.error}")
+    if test not in tests.tests:
+        known = ", ".join(sorted(tests.tests)) or "none"
+        raise ValueError(f"{app!r} provides no test {test!r} (it provides: {known})")
+    validate_script(tests.tests[test], f"test {test!r} from {app!r}")
+    merged = {**tests.environment, **environment}
+    return Script(test, tests.tests[test], f"app:{app}", merged)
