@@ -85,10 +85,12 @@ class RunCommand:
     def shell_line(self) -> str:
         """The /bin/sh line: run k6, then notify Pebble with the run id and exit code.
 
-        TERM is trapped by a handler (not ignored) so that a Pebble stop still sends the notice.
+        TERM is trapped by a handler (not ignored) so that a Pebble stop still sends the notice;
+        the shell exits with k6's code, so Pebble's "exited quickly with code N" carries it too.
         """
         notify = shlex.join([PEBBLE, "notify", NOTICE_KEY, f"run_id={self.run_id}"])
-        return f"trap 'true' TERM; {shlex.join(self.k6_argv())}; {notify} exit_code=$?"
+        k6_run = shlex.join(self.k6_argv())
+        return f"trap 'true' TERM; {k6_run}; code=$?; {notify} exit_code=$code; exit $code"
 
     def service_command(self) -> str:
         """The Pebble service command: Pebble splits it shell-like, so it is quoted once more."""

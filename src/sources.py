@@ -39,7 +39,7 @@ def validate_test_name(name: str) -> str:
         raise ValueError("test name is empty")
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"test name is longer than {MAX_NAME_LENGTH} characters")
-    if name in {".", ".."} or ".." in name or not _NAME_RE.match(name):
+    if name in {".", ".."} or ".." in name or not _NAME_RE.fullmatch(name):
         raise ValueError(
             f"test name {name!r} is not a plain file name (letters, digits, '_', '-', '.')"
         )
@@ -82,7 +82,7 @@ def parse_environment(text: str) -> dict[str, str]:
     for entry in _split_entries(text):
         key, sep, value = entry.partition("=")
         key = key.strip()
-        if not sep or not _ENV_KEY_RE.match(key):
+        if not sep or not _ENV_KEY_RE.fullmatch(key):
             raise ValueError(f"environment entry {entry!r} is not KEY=VALUE with a valid KEY")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] == '"':

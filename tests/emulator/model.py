@@ -1,0 +1,414 @@
+"""A Juju model of N K6Charm units on one machine: the real charm, real processes, Juju's rules.
+
+Each unit is an ops.testing Context whose State is carried from hook to hook; relation writes
+become relation-changed on the *other* units; each unit's Pebble runs real processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import random
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ops import testing
+
+import k6
+from charm import K6Charm
+from tests.emulator import pebble as emu_pebble
+
+PEER_ID = 1
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unit_address(index: int) -> str:
+    """Unit i's own loopback address: its peer binding's bind and ingress address."""
+    if not 0 <= index < 80:
+        raise ValueError("the emulator gives addresses to units 0..79")
+    return f"127.0.0.{170 + index}"
+
+
+@dataclass
+class Hook:
+    """One hook as it ran: for tests and benchmarks."""
+
+    unit: str
+    event: str
+    started: float
+    duration: float
+    unit_keys: tuple[str, ...] = ()
+    app_keys: tuple[str, ...] = ()
+    error: str | None = None
+    pebble_calls: tuple[str, ...] = ()
+
+
+@dataclass
+class _Queued:
+    seq: int
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Unit:
+    """One emulated unit: its context, carried state pieces, event queue and Pebble."""
+
+    index: int
+    name: str
+    address: str
+    ctx: testing.Context
+    supervisor: emu_pebble.Supervisor
+    workdir: Path
+    unit_data: dict[str, str] = field(default_factory=dict)
+    layers: dict[str, Any] = field(default_factory=dict)
+    stored_states: frozenset = frozenset()
+    queue: deque[_Queued] = field(default_factory=deque)
+    status: str = ""
+    can_connect: bool = True
+
+
+class Model:
+    """N units of the k6 charm, an app databag, a scheduler, and every hook recorded."""
+
+    def __init__(
+        self,
+        units: int,
+        config: Mapping[str, Any] | None = None,
+        *,
+        seed: int = 0,
+        shuffle: bool = False,
+        update_status_interval: float | None = 5.0,
+        leader: int = 0,
+        extra_env: Mapping[str, str] | None = None,
+        on_hook: Callable[[Hook, Model], None] | None = None,
+    ):
+        self.tmp = Path(tempfile.mkdtemp(prefix="k6emu-"))
+        self.config = dict(config or {})
+        self.rng = random.Random(seed)
+        self.shuffle = shuffle
+        self.update_status_interval = update_status_interval
+        self.extra_env = dict(extra_env or {})
+        self.on_hook = on_hook
+        self.units: dict[int, Unit] = {}
+        self.app_data: dict[str, str] = {}
+        self.leader = leader
+        self.hooks: list[Hook] = []
+        self.juju_model = testing.Model(name="emu", uuid="00000000-0000-4000-8000-000000000000")
+        self._seq = itertools.count()
+        self._next_update = time.monotonic() + (update_status_interval or 1e9)
+        self._patch = contextlib.ExitStack()
+        self._patch.enter_context(emu_pebble.patched())
+        self.departed: list[Unit] = []
+        for i in range(units):
+            self._add_unit(i)
+        for unit in self.units.values():
+            self._enqueue(unit, "leader_elected" if unit.index == leader else "pebble_ready")
+            for other in self.units.values():
+                if other is not unit:
+                    self._enqueue(unit, "relation_joined", remote=other.index)
+
+    # ------------------------------------------------------------ units
+
+    def _add_unit(self, index: int) -> Unit:
+        workdir = self.tmp / f"unit-{index}" / "work"
+        notices = self.tmp / f"unit-{index}" / "notices"
+        logs = self.tmp / f"unit-{index}" / "logs"
+        for d in (workdir, notices, logs):
+            d.mkdir(parents=True, exist_ok=True)
+        name = f"k6/{index}"
+        env = {**self.extra_env, "K6EMU_UNIT": name}
+        supervisor = emu_pebble.Supervisor(name, {k6.WORKDIR: workdir}, notices, logs, env)
+        ctx = testing.Context(K6Charm, charm_root=ROOT, app_name="k6", unit_id=index)
+        emu_pebble.REGISTRY[id(ctx)] = supervisor
+        unit = Unit(index, name, unit_address(index), ctx, supervisor, workdir)
+        self.units[index] = unit
+        return unit
+
+    def unit(self, ref: int | str) -> Unit:
+        """A unit by index or name."""
+        if isinstance(ref, str):
+            ref = int(ref.rsplit("/", 1)[1])
+        return self.units[ref]
+
+    @property
+    def leader_unit(self) -> Unit:
+        """The current leader."""
+        return self.units[self.leader]
+
+    # ------------------------------------------------------------ state
+
+    def _state(self, unit: Unit) -> testing.State:
+        peers = {j: dict(u.unit_data) for j, u in self.units.items() if j != unit.index}
+        relation = testing.PeerRelation(
+            "k6",
+            id=PEER_ID,
+            local_app_data=dict(self.app_data),
+            local_unit_data=dict(unit.unit_data),
+            peers_data=peers,
+        )
+        sup = unit.supervisor
+        container = testing.Container(
+            "k6",
+            can_connect=unit.can_connect,
+            layers=dict(unit.layers),
+            service_statuses={n: sup.status(n) for n in sup.services},
+            mounts={"work": testing.Mount(location=k6.WORKDIR, source=unit.workdir)},
+            notices=[
+                testing.Notice(n.key, id=n.id, last_data=dict(n.last_data),
+                               occurrences=n.occurrences)
+                for n in sup.notices.values()
+            ],  # fmt: skip
+        )
+        network = testing.Network(
+            "k6",
+            bind_addresses=[testing.BindAddress([testing.Address(unit.address)])],
+            ingress_addresses=[unit.address],
+            egress_subnets=[f"{unit.address}/32"],
+        )
+        return testing.State(
+            leader=unit.index == self.leader,
+            relations={relation},
+            containers={container},
+            networks={network},
+            config=self.config,
+            model=self.juju_model,
+            stored_states=unit.stored_states,
+            planned_units=len(self.units),
+        )
+
+    def _event(self, unit: Unit, state: testing.State, queued: _Queued) -> Any:
+        on = unit.ctx.on
+        relation = state.get_relation(PEER_ID)
+        kind, args = queued.kind, queued.args
+        if kind == "relation_changed":
+            return on.relation_changed(relation, remote_unit=args.get("remote"))
+        if kind == "relation_joined":
+            return on.relation_joined(relation, remote_unit=args["remote"])
+        if kind == "relation_departed":
+            return on.relation_departed(
+                relation, remote_unit=args["remote"], departing_unit=args["remote"]
+            )
+        if kind == "pebble_custom_notice":
+            container = state.get_container("k6")
+            notice = next(n for n in container.notices if n.key == args["key"])
+            return on.pebble_custom_notice(container, notice)
+        if kind == "pebble_ready":
+            return on.pebble_ready(state.get_container("k6"))
+        if kind == "action":
+            return on.action(args["name"], params=args.get("params", {}))
+        return getattr(on, kind)()
+
+    # ------------------------------------------------------------ running hooks
+
+    def _enqueue(self, unit: Unit, kind: str, **args: Any) -> None:
+        unit.queue.append(_Queued(next(self._seq), kind, args))
+
+    def run_hook(self, unit: Unit, queued: _Queued) -> tuple[Hook, Any]:
+        """Run one hook on one unit; commit its writes only if it succeeds."""
+        state = self._state(unit)
+        event = self._event(unit, state, queued)
+        calls_before = len(unit.supervisor.calls)
+        started = time.time()
+        t0 = time.perf_counter()
+        error, out, failure = None, None, None
+        try:
+            out = unit.ctx.run(event, state)
+        except testing.ActionFailed as e:
+            out, failure = e.state, e.message
+        except Exception as e:  # a hook error: Juju discards its writes  # noqa: BLE001
+            error = f"{type(e).__name__}: {e}"
+        duration = time.perf_counter() - t0
+        label = queued.kind if queued.kind != "action" else f"{queued.args['name']}-action"
+        hook = Hook(unit.name, label, started, duration, error=error,
+                    pebble_calls=tuple(unit.supervisor.calls[calls_before:]))  # fmt: skip
+        if out is not None:
+            hook.unit_keys, hook.app_keys = self._commit(unit, out)
+        self.hooks.append(hook)
+        if self.on_hook:
+            self.on_hook(hook, self)
+        return hook, failure
+
+    def _commit(self, unit: Unit, out: testing.State) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Carry the unit's output state; tell the other units what changed."""
+        relation = out.get_relation(PEER_ID)
+        new_unit, new_app = dict(relation.local_unit_data), dict(relation.local_app_data)
+        unit_keys = _changed(unit.unit_data, new_unit)
+        app_keys = _changed(self.app_data, new_app) if unit.index == self.leader else ()
+        unit.unit_data = new_unit
+        if unit.index == self.leader:
+            self.app_data = new_app
+        container = out.get_container("k6")
+        unit.layers = dict(container.layers)
+        unit.stored_states = out.stored_states
+        unit.status = f"{out.unit_status.name}: {out.unit_status.message}"
+        if unit_keys or app_keys:
+            for other in self.units.values():
+                if other is not unit:
+                    self._enqueue(other, "relation_changed", remote=unit.index)
+        return unit_keys, app_keys
+
+    def _pump(self) -> None:
+        """Deliver what the world did meanwhile: notices from k6, update-status ticks."""
+        for unit in self.units.values():
+            unit.supervisor.poll()
+            while unit.supervisor.new_notices:
+                notice = unit.supervisor.new_notices.pop(0)
+                self._enqueue(unit, "pebble_custom_notice", key=notice.key)
+        if self.update_status_interval and time.monotonic() >= self._next_update:
+            self._next_update = time.monotonic() + self.update_status_interval
+            for unit in self.units.values():
+                self._enqueue(unit, "update_status")
+
+    def step(self) -> Hook | None:
+        """Run the next queued hook (FIFO across units, or a seeded random unit)."""
+        ready = [u for u in self.units.values() if u.queue]
+        if not ready:
+            return None
+        if self.shuffle:
+            unit = self.rng.choice(ready)
+        else:
+            unit = min(ready, key=lambda u: u.queue[0].seq)
+        hook, _ = self.run_hook(unit, unit.queue.popleft())
+        return hook
+
+    def settle(self, until: Callable[[], bool] | None = None, timeout: float = 60.0) -> None:
+        """Run hooks and deliver notices until `until()` holds with no hook queued."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._pump()
+            if self.step() is not None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(self._timeout_text(timeout))
+                continue
+            if until is None or until():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(self._timeout_text(timeout))
+            time.sleep(0.01)
+
+    def _timeout_text(self, timeout: float) -> str:
+        tail = "\n".join(f"  {h.unit} {h.event} {h.error or ''}" for h in self.hooks[-15:])
+        return f"not settled within {timeout}s; app data {self.app_data}; last hooks:\n{tail}"
+
+    # ------------------------------------------------------------ what tests do
+
+    def action(self, unit: int | str, name: str, **params: Any) -> ActionResult:
+        """Run an action on a unit now (after its queued hooks), like `juju run`."""
+        target = self.unit(unit)
+        params = {k.replace("_", "-"): v for k, v in params.items()}
+        hook, failure = self.run_hook(target, _Queued(next(self._seq), "action",
+                                                      {"name": name, "params": params}))  # fmt: skip
+        if hook.error:
+            raise RuntimeError(f"action {name} crashed on {target.name}: {hook.error}")
+        return ActionResult(
+            dict(target.ctx.action_results or {}), failure, list(target.ctx.action_logs)
+        )
+
+    def elect(self, index: int) -> None:
+        """Move leadership: the new leader gets leader-elected."""
+        self.leader = index
+        self._enqueue(self.units[index], "leader_elected")
+
+    def update_status(self) -> None:
+        """Fire update-status on every unit."""
+        for unit in self.units.values():
+            self._enqueue(unit, "update_status")
+
+    def add_unit(self) -> Unit:
+        """Scale up by one: relation-joined on both sides."""
+        unit = self._add_unit(max(self.units) + 1)
+        self._enqueue(unit, "pebble_ready")
+        for other in self.units.values():
+            if other is not unit:
+                self._enqueue(other, "relation_joined", remote=unit.index)
+                self._enqueue(unit, "relation_joined", remote=other.index)
+        return unit
+
+    def remove_unit(self, index: int) -> None:
+        """Scale down: the unit's k6 is stopped with it; the others see relation-departed."""
+        unit = self.units.pop(index)
+        unit.supervisor.kill_all()
+        self.departed.append(unit)
+        for other in self.units.values():
+            other.queue = deque(q for q in other.queue if q.args.get("remote") != index)
+            self._enqueue(other, "relation_departed", remote=index)
+
+    @property
+    def app(self) -> dict[str, Any]:
+        """The app databag, decoded."""
+        return _decode(self.app_data)
+
+    def unit_view(self, ref: int | str) -> dict[str, Any]:
+        """A unit's databag, decoded."""
+        return _decode(self.unit(ref).unit_data)
+
+    def run_ended(self, run_id: str) -> bool:
+        """The run is no longer active and is the last run recorded."""
+        app = self.app
+        return app.get("run") is None and (app.get("last_run") or {}).get("run_id") == run_id
+
+    def k6_running(self) -> list[str]:
+        """Units whose k6 service process is alive."""
+        return [
+            u.name for u in self.units.values()
+            if any(s.alive for s in u.supervisor.services.values())
+        ]  # fmt: skip
+
+    def close(self) -> list[int]:
+        """Kill every process started; return the pids still alive after that (should be [])."""
+        every = [*self.units.values(), *self.departed]
+        for unit in every:
+            unit.supervisor.kill_all()
+            emu_pebble.REGISTRY.pop(id(unit.ctx), None)
+        self._patch.close()
+        left = [pid for unit in every for pid in unit.supervisor.leftovers()]
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return left
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class ActionResult:
+    """What `juju run` would show."""
+
+    results: dict[str, Any]
+    failure: str | None
+    logs: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """The action did not fail."""
+        return self.failure is None
+
+
+def _changed(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[str, ...]:
+    keys = set(old) | set(new)
+    return tuple(sorted(k for k in keys if old.get(k) != new.get(k)))
+
+
+def _decode(data: Mapping[str, str]) -> dict[str, Any]:
+    import json
+
+    decoded = {}
+    for key, value in data.items():
+        try:
+            decoded[key] = json.loads(value)
+        except ValueError:
+            decoded[key] = value
+    return decoded
+
+
+__all__ = ["ActionResult", "Hook", "Model", "Unit", "dataclasses", "unit_address"]
