@@ -28,6 +28,7 @@ WORKDIR = "/var/lib/k6-k8s"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 SCRIPT_DIR = "tests"
+TREND_STATS = "avg,min,med,max,p(90),p(95),count"  # count: trend averages merge exactly
 
 STATUS_PAUSED_BEFORE_RUN = 4
 STATUS_ENDED = 9
@@ -79,7 +80,8 @@ class RunCommand:
             argv += ["-e", f"{key}={value}"]
         for output in self.outputs:
             argv += ["-o", output]
-        argv += ["--summary-export", SUMMARY_FILE, *self.extra_args, self.script]
+        argv += ["--summary-export", SUMMARY_FILE, "--summary-trend-stats", TREND_STATS]
+        argv += [*self.extra_args, self.script]
         return argv
 
     def shell_line(self) -> str:

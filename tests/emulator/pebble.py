@@ -231,16 +231,31 @@ class Supervisor:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     service.process.wait(timeout=10)
 
-    def leftovers(self) -> list[int]:
-        """Pids this unit started that still exist."""
-        alive = []
-        for pid in self.pids:
-            try:
-                os.killpg(pid, 0)
-                alive.append(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
-        return alive
+    def leftovers(self, wait: float = 3.0) -> list[int]:
+        """Live (non-zombie) processes in any process group this unit started."""
+        groups = set(self.pids)
+        deadline = time.monotonic() + wait
+        while True:
+            alive = [pid for pid, pgid in _live_processes() if pgid in groups]
+            if not alive or time.monotonic() >= deadline:
+                return alive
+            time.sleep(0.05)
+
+
+def _live_processes() -> list[tuple[int, int]]:
+    """(pid, process group) of every process on the machine that is not a zombie."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            found.append((int(entry), int(fields[2])))
+    return found
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -1,0 +1,40 @@
+"""k6 scripts for end-to-end runs, all aimed at the local target and bounded in time."""
+
+from __future__ import annotations
+
+HEADER = "headers: { 'X-K6-Unit': __ENV.K6_K8S_UNIT }"
+
+
+def shared_iterations(iterations: int, vus: int = 4, path: str = "/", thresholds: str = "") -> str:
+    """A fixed number of requests shared by every unit (exactly `iterations` in total)."""
+    return f"""
+import http from 'k6/http';
+export const options = {{
+  scenarios: {{ s: {{ executor: 'shared-iterations', vus: {vus}, iterations: {iterations},
+                     maxDuration: '30s' }} }},
+  {thresholds}
+}};
+export default function () {{ http.get(`${{__ENV.TARGET}}{path}`, {{ {HEADER} }}); }}
+"""
+
+
+def constant_vus(vus: int, duration: str, sleep: float = 0.05) -> str:
+    """Steady load for a bounded duration."""
+    return f"""
+import http from 'k6/http';
+import {{ sleep }} from 'k6';
+export const options = {{ vus: {vus}, duration: '{duration}' }};
+export default function () {{ http.get(`${{__ENV.TARGET}}/`, {{ {HEADER} }}); sleep({sleep}); }}
+"""
+
+
+def constant_arrival_rate(rate: int, duration: str, vus: int = 20) -> str:
+    """A fixed request rate per second across every unit."""
+    return f"""
+import http from 'k6/http';
+export const options = {{
+  scenarios: {{ r: {{ executor: 'constant-arrival-rate', rate: {rate}, timeUnit: '1s',
+                     duration: '{duration}', preAllocatedVUs: {vus} }} }},
+}};
+export default function () {{ http.get(`${{__ENV.TARGET}}/`, {{ {HEADER} }}); }}
+"""

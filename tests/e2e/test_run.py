@@ -1,0 +1,123 @@
+"""End to end on the emulator: the real charm drives real k6 processes against a local target."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e import scripts
+from tests.emulator.model import Model
+from tests.emulator.target import Target
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def configure(target: Target, script: str) -> dict:
+    """Config with an inline script aimed at the target."""
+    return {"load-test": script, "environment": f"TARGET={target.url}"}
+
+
+def run_to_end(model: Model, timeout: float = 60.0, **params) -> dict:
+    """`start` on the leader, then deliver events until the run is recorded as ended."""
+    result = model.action(model.leader, "start", **params)
+    run_id = result.results["run-id"]
+    model.settle(lambda: model.run_ended(run_id), timeout=timeout)
+    return model.app["last_run"]
+
+
+def assert_all_idle(model: Model) -> None:
+    """No unit busy, no k6 process, no active run."""
+    assert model.app.get("run") is None
+    assert model.app["status"] == "idle"
+    assert {u.name: model.unit_view(u.index)["status"] for u in model.units.values()} == {
+        u.name: "idle" for u in model.units.values()
+    }
+    assert model.k6_running() == []
+
+
+@pytest.mark.parametrize("units", [1, 3])
+def test_run_goes_armed_resumed_done_idle(make_model, target, units):
+    model = make_model(units, configure(target, scripts.shared_iterations(30, vus=3)))
+
+    last = run_to_end(model)
+
+    assert last["outcome"] == "passed", last["reason"]
+    assert {u: r["exit_code"] for u, r in last["units"].items()} == {
+        f"k6/{i}": 0 for i in range(units)
+    }
+    assert all(len(r["resume"]) == 2 and r["resume"][1] for r in last["units"].values())
+    assert_all_idle(model)
+    events = [(h.unit, h.event) for h in model.hooks if h.error]
+    assert events == []
+
+
+@pytest.mark.parametrize("units", [1, 3, 4])
+def test_shared_iterations_deliver_exactly_the_requested_load(make_model, target, units):
+    model = make_model(units, configure(target, scripts.shared_iterations(100, vus=4)))
+
+    last = run_to_end(model)
+    ended_count = target.stats()["count"]
+    time.sleep(10)  # Pebble would restart a finished one-shot service without `ignore`
+    model.settle(timeout=10)
+
+    assert last["outcome"] == "passed", last["reason"]
+    assert ended_count == 100
+    assert target.stats()["count"] == 100
+    assert sum(target.stats()["by_unit"].values()) == 100
+    assert set(target.stats()["by_unit"]) == {f"k6/{i}" for i in range(units)}
+
+
+def test_constant_arrival_rate_total_is_rate_times_duration(make_model, target):
+    model = make_model(3, configure(target, scripts.constant_arrival_rate(60, "10s")))
+
+    last = run_to_end(model)
+
+    expected = 60 * 10
+    count = target.stats()["count"]
+    assert last["outcome"] == "passed", last["reason"]
+    assert abs(count - expected) <= 0.02 * expected, count
+
+
+def test_four_units_first_requests_arrive_within_50ms(make_model, target):
+    model = make_model(4, configure(target, scripts.constant_vus(8, "3s")))
+
+    run_to_end(model)
+
+    firsts = target.stats()["first"]
+    spread_ms = (max(firsts.values()) - min(firsts.values())) * 1000
+    print(f"first-request spread across 4 units: {spread_ms:.2f} ms; firsts={firsts}")
+    assert set(firsts) == {"k6/0", "k6/1", "k6/2", "k6/3"}
+    assert spread_ms <= 50
+
+
+def test_failed_thresholds_report_exit_99_and_leave_nobody_busy(make_model, target):
+    script = scripts.shared_iterations(
+        12, vus=3, path="/status/500", thresholds="thresholds: { http_req_failed: ['rate<0.01'] },"
+    )
+    model = make_model(3, configure(target, script))
+
+    last = run_to_end(model)
+
+    assert last["outcome"] == "failed"
+    assert {r["exit_code"] for r in last["units"].values()} == {99}
+    assert_all_idle(model)
+
+
+def test_stop_while_running_ends_every_k6_and_records_stopped(make_model, target):
+    model = make_model(3, configure(target, scripts.constant_vus(3, "60s")))
+    run_id = model.action(0, "start").results["run-id"]
+    model.settle(lambda: model.app["run"]["phase"] == "running", timeout=30)
+    model.settle(lambda: len(target.stats()["by_unit"]) == 3, timeout=10)
+
+    result = model.action(0, "stop")
+    model.settle(lambda: model.run_ended(run_id), timeout=30)
+
+    assert result.ok and run_id in result.results["message"]
+    last = model.app["last_run"]
+    assert last["outcome"] == "stopped"
+    assert model.k6_running() == []
+    assert_all_idle(model)
+    count = target.stats()["count"]
+    time.sleep(1)
+    assert target.stats()["count"] == count

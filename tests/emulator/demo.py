@@ -1,0 +1,108 @@
+"""The main job on one machine: 3 emulated k6-k8s units run one synchronized test with real k6.
+
+`tox -e demo` (or `python -m tests.emulator.demo --units 3`): progress while the protocol
+advances, then the `results` action's output and the target's own count per unit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tests.emulator.model import Hook, Model
+from tests.emulator.target import Target
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "load-test.js"
+
+
+class Progress:
+    """Prints each protocol step once, as the hooks reveal it."""
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.seen: set[str] = set()
+
+    def say(self, key: str, text: str) -> None:
+        """Print a line once per key."""
+        if key not in self.seen:
+            self.seen.add(key)
+            print(f"[{time.monotonic() - self.t0:6.2f}s] {text}", flush=True)
+
+    def __call__(self, hook: Hook, model: Model) -> None:
+        if hook.error:
+            self.say(f"error-{len(model.hooks)}", f"{hook.unit} {hook.event} FAILED: {hook.error}")
+        run = model.app.get("run")
+        if run:
+            total = len(run["participants"])
+            units = {u.name: model.unit_view(u.index) for u in model.units.values()}
+            armed = [n for n in run["participants"]
+                     if units.get(n, {}).get("run_id") == run["run_id"]
+                     and units[n].get("status") == "busy"]  # fmt: skip
+            for i, name in enumerate(armed, 1):
+                self.say(f"armed-{name}", f"armed {i}/{total}: {name} (k6 paused, REST API ready)")
+            if run["phase"] == "running":
+                acks = [t[1] for t in run["resumed"].values() if t[1]]
+                spread = (max(acks) - min(acks)) * 1000 if acks else float("nan")
+                self.say("resumed", f"resumed all {total} units at once (ack spread {spread:.2f} ms)")
+                self.say("running", "running: every unit is sending load")
+            for name, data in units.items():
+                if data.get("run_id") == run["run_id"] and data.get("status") == "idle":
+                    self.say(f"done-{name}", f"done: {name} exit code {data.get('exit_code')}")
+        last = model.app.get("last_run")
+        if last and not run:
+            for name, result in last["units"].items():
+                self.say(f"done-{name}", f"done: {name} exit code {result['exit_code']}")
+            self.say(f"ended-{last['run_id']}", f"run {last['run_id']} ended: {last['outcome']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Deploy, run, print the results; leave nothing running."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--units", type=int, default=3)
+    parser.add_argument("--script", type=Path, default=EXAMPLE)
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    progress = Progress(t0)
+    target = Target()
+    print(f"target: {target.url} (local HTTP server recording every request)")
+    config = {"load-test": args.script.read_text(), "environment": f"TARGET={target.url}"}
+    model = Model(args.units, config, on_hook=progress)
+    try:
+        model.settle(timeout=30)
+        names = ", ".join(u.name for u in model.units.values())
+        progress.say("deployed", f"deployed {args.units} units ({names}); leader k6/0")
+        started = model.action(model.leader, "start")
+        if not started.ok:
+            print(f"start failed: {started.failure}")
+            return 1
+        run_id = started.results["run-id"]
+        progress.say("start", f"juju run k6/leader start → {started.results['message']}")
+        model.settle(lambda: model.run_ended(run_id), timeout=90)
+        report = model.action(model.leader, "results")
+        print_results(report.results, target.stats())
+        return 0 if model.app["last_run"]["outcome"] == "passed" else 1
+    finally:
+        left = model.close()
+        target.close()
+        print(f"cleaned up: {'no process left' if not left else f'LEFT {left}'}")
+
+
+def print_results(results: dict, stats: dict) -> None:
+    """The `results` action's output, then what the target itself counted."""
+    print("\n$ juju run k6/leader results")
+    for key in ("run-id", "outcome", "reason", "spread-ms"):
+        print(f"{key}: {results.get(key)}")
+    print(results["table"])
+    print("\nthe target counted:")
+    for unit, count in sorted(stats["by_unit"].items()):
+        print(f"  {unit:8} {count:6d} requests")
+    firsts = stats["first"].values()
+    print(f"  total    {stats['count']:6d} requests; first-request spread "
+          f"{(max(firsts) - min(firsts)) * 1000:.2f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
