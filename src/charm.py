@@ -290,9 +290,7 @@ class K6Charm(ops.CharmBase):
     def _done_notice(self, run_id: str) -> dict | None:
         """The data of the done-notice for this run, if Pebble has one."""
         try:
-            notices = self.container.get_notices(
-                types=[pebble.NoticeType.CUSTOM], keys=[k6.NOTICE_KEY]
-            )
+            notices = self.container.get_notices(keys=[k6.NOTICE_KEY])
         except (pebble.ConnectionError, pebble.APIError):
             return None
         for notice in notices:
@@ -374,7 +372,9 @@ class K6Charm(ops.CharmBase):
         if endpoints:
             errors = {e: err for e, err in k6.stop_all(endpoints).items() if err}
             for endpoint, error in errors.items():
-                logger.info("stop via API at %s failed (unit stops on its own): %s", endpoint, error)
+                logger.info(
+                    "stop via API at %s failed (unit stops on its own): %s", endpoint, error
+                )
         logger.warning("run %s stopping: %s", run.run_id, reason)
 
     def _finish(self, lost: tuple[str, ...], observed: Observed) -> None:
@@ -448,8 +448,11 @@ class K6Charm(ops.CharmBase):
 
     def _choose_script(self, params: StartParams, config: K6Config) -> sources.Script:
         """Exactly one source: app+test, script, url, or (none) the load-test config."""
-        chosen = [n for n, v in (("test", params.test), ("script", params.script),
-                                 ("url", params.url)) if v]  # fmt: skip
+        chosen = [
+            n
+            for n, v in (("test", params.test), ("script", params.script), ("url", params.url))
+            if v
+        ]
         if len(chosen) > 1:
             raise ValueError(f"give exactly one of test, script, url (got {', '.join(chosen)})")
         if params.app and not params.test:

@@ -262,59 +262,59 @@ def resume_all(
     the last request leaves microseconds after the first (an HTTP client library costs a few
     hundred microseconds per request, which at 64 units is the whole skew budget).
     """
-    results = {e: ResumeResult(e) for e in endpoints}
-    socks: dict[str, socket.socket] = {}
-    for endpoint in endpoints:
+    results = [ResumeResult(e) for e in endpoints]
+    socks: dict[int, socket.socket] = {}
+    for i, endpoint in enumerate(endpoints):
         try:
-            socks[endpoint] = _connect(endpoint, timeout, connect_retries)
+            socks[i] = _connect(endpoint, timeout, connect_retries)
         except OSError as e:
-            results[endpoint].error = f"connect failed: {e}"
-    payloads = {e: _request_bytes("PATCH", e, _RESUME_BODY) for e in socks}
-    sent_ok: dict[str, socket.socket] = {}
+            results[i].error = f"connect failed: {e}"
+    payloads = {i: _request_bytes("PATCH", endpoints[i], _RESUME_BODY) for i in socks}
+    sent_ok: dict[int, socket.socket] = {}
     try:
-        for endpoint, sock in socks.items():  # the fan-out: nothing else in this loop
+        for i, sock in socks.items():  # the fan-out: nothing else in this loop
             try:
-                sock.sendall(payloads[endpoint])
-                results[endpoint].sent = time.time()
-                sent_ok[endpoint] = sock
+                sock.sendall(payloads[i])
+                results[i].sent = time.time()
+                sent_ok[i] = sock
             except OSError as e:
-                results[endpoint].error = f"send failed: {e}"
+                results[i].error = f"send failed: {e}"
         _collect_acks(sent_ok, results, timeout)
     finally:
         for sock in socks.values():
             sock.close()
-    return [results[e] for e in endpoints]
+    return results
 
 
 def _collect_acks(
-    socks: Mapping[str, socket.socket], results: Mapping[str, ResumeResult], timeout: float
+    socks: Mapping[int, socket.socket], results: Sequence[ResumeResult], timeout: float
 ) -> None:
     """Read each response's status line; stamp the ack time or record the error."""
     selector = selectors.DefaultSelector()
-    buffers: dict[str, bytes] = {}
-    for endpoint, sock in socks.items():
+    buffers: dict[int, bytes] = {}
+    for index, sock in socks.items():
         sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, endpoint)
-        buffers[endpoint] = b""
+        selector.register(sock, selectors.EVENT_READ, index)
+        buffers[index] = b""
     deadline = time.monotonic() + timeout
     pending = set(socks)
     while pending and (remaining := deadline - time.monotonic()) > 0:
         for key, _ in selector.select(remaining):
-            endpoint = key.data
+            index = key.data
             try:
                 chunk = key.fileobj.recv(4096)  # type: ignore[union-attr]
             except OSError as e:
-                chunk, results[endpoint].error = b"", f"receive failed: {e}"
-            buffers[endpoint] += chunk
-            if b"\r\n" in buffers[endpoint] or not chunk:
+                chunk, results[index].error = b"", f"receive failed: {e}"
+            buffers[index] += chunk
+            if b"\r\n" in buffers[index] or not chunk:
                 selector.unregister(key.fileobj)
-                pending.discard(endpoint)
-                line = buffers[endpoint].split(b"\r\n", 1)[0].decode(errors="replace")
+                pending.discard(index)
+                line = buffers[index].split(b"\r\n", 1)[0].decode(errors="replace")
                 parts = line.split()
                 if len(parts) >= 2 and parts[1] == "200":
-                    results[endpoint].acked = time.time()
-                elif results[endpoint].error is None:
-                    results[endpoint].error = f"unexpected answer: {line!r}"
-    for endpoint in pending:
-        results[endpoint].error = f"no answer within {timeout}s"
+                    results[index].acked = time.time()
+                elif results[index].error is None:
+                    results[index].error = f"unexpected answer: {line!r}"
+    for index in pending:
+        results[index].error = f"no answer within {timeout}s"
     selector.close()

@@ -201,9 +201,7 @@ def decide_leader(o: Observed) -> list[Action]:
     if run.phase == ARMING:
         return _decide_arming(o, run, present, departed)
     finished = [p for p in present if o.units[p].finished(run.run_id)]
-    never_armed = [
-        p for p in present if run.phase == STOPPING and o.units[p].run_id != run.run_id
-    ]
+    never_armed = [p for p in present if run.phase == STOPPING and o.units[p].run_id != run.run_id]
     waiting = [p for p in present if p not in finished and p not in never_armed]
     if not waiting:
         return [Finish(lost=tuple(departed))]
@@ -212,9 +210,7 @@ def decide_leader(o: Observed) -> list[Action]:
     return []
 
 
-def _decide_arming(
-    o: Observed, run: Run, present: list[str], departed: list[str]
-) -> list[Action]:
+def _decide_arming(o: Observed, run: Run, present: list[str], departed: list[str]) -> list[Action]:
     """Leader decisions while the participants arm."""
     if departed:
         return [Abort(f"{', '.join(departed)} departed before the start")]

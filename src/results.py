@@ -476,7 +476,7 @@ def _failed_requests(entry: Mapping[str, object]) -> tuple[float | None, float |
 
 
 def _percent(part: float | None, whole: float | None) -> str:
-    """part / whole as a percentage with two decimals, "-" when undefined."""
+    """Part / whole as a percentage with two decimals, "-" when undefined."""
     return f"{part / whole * 100:.2f}%" if part is not None and whole else "-"
 
 
@@ -531,7 +531,9 @@ def format_table(
     widths = [max(len(row[i]) for row in (header, *rows, totals)) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -38,15 +38,20 @@ class Progress:
         if run:
             total = len(run["participants"])
             units = {u.name: model.unit_view(u.index) for u in model.units.values()}
-            armed = [n for n in run["participants"]
-                     if units.get(n, {}).get("run_id") == run["run_id"]
-                     and units[n].get("status") == "busy"]  # fmt: skip
+            armed = [
+                n
+                for n in run["participants"]
+                if units.get(n, {}).get("run_id") == run["run_id"]
+                and units[n].get("status") == "busy"
+            ]
             for i, name in enumerate(armed, 1):
                 self.say(f"armed-{name}", f"armed {i}/{total}: {name} (k6 paused, REST API ready)")
             if run["phase"] == "running":
                 acks = [t[1] for t in run["resumed"].values() if t[1]]
                 spread = (max(acks) - min(acks)) * 1000 if acks else float("nan")
-                self.say("resumed", f"resumed all {total} units at once (ack spread {spread:.2f} ms)")
+                self.say(
+                    "resumed", f"resumed all {total} units at once (ack spread {spread:.2f} ms)"
+                )
                 self.say("running", "running: every unit is sending load")
             for name, data in units.items():
                 if data.get("run_id") == run["run_id"] and data.get("status") == "idle":
@@ -100,8 +105,10 @@ def print_results(results: dict, stats: dict) -> None:
     for unit, count in sorted(stats["by_unit"].items()):
         print(f"  {unit:8} {count:6d} requests")
     firsts = stats["first"].values()
-    print(f"  total    {stats['count']:6d} requests; first-request spread "
-          f"{(max(firsts) - min(firsts)) * 1000:.2f} ms")  # fmt: skip
+    print(
+        f"  total    {stats['count']:6d} requests; first-request spread "
+        f"{(max(firsts) - min(firsts)) * 1000:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

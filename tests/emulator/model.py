@@ -162,10 +162,11 @@ class Model:
             service_statuses={n: sup.status(n) for n in sup.services},
             mounts={"work": testing.Mount(location=k6.WORKDIR, source=unit.workdir)},
             notices=[
-                testing.Notice(n.key, id=n.id, last_data=dict(n.last_data),
-                               occurrences=n.occurrences)
+                testing.Notice(
+                    n.key, id=n.id, last_data=dict(n.last_data), occurrences=n.occurrences
+                )
                 for n in sup.notices.values()
-            ],  # fmt: skip
+            ],
         )
         network = testing.Network(
             "k6",
@@ -227,8 +228,14 @@ class Model:
             error = f"{type(e).__name__}: {e}"
         duration = time.perf_counter() - t0
         label = queued.kind if queued.kind != "action" else f"{queued.args['name']}-action"
-        hook = Hook(unit.name, label, started, duration, error=error,
-                    pebble_calls=tuple(unit.supervisor.calls[calls_before:]))  # fmt: skip
+        hook = Hook(
+            unit.name,
+            label,
+            started,
+            duration,
+            error=error,
+            pebble_calls=tuple(unit.supervisor.calls[calls_before:]),
+        )
         if out is not None:
             hook.unit_keys, hook.app_keys = self._commit(unit, out)
         self.hooks.append(hook)
@@ -304,8 +311,9 @@ class Model:
         """Run an action on a unit now (after its queued hooks), like `juju run`."""
         target = self.unit(unit)
         params = {k.replace("_", "-"): v for k, v in params.items()}
-        hook, failure = self.run_hook(target, _Queued(next(self._seq), "action",
-                                                      {"name": name, "params": params}))  # fmt: skip
+        hook, failure = self.run_hook(
+            target, _Queued(next(self._seq), "action", {"name": name, "params": params})
+        )
         if hook.error:
             raise RuntimeError(f"action {name} crashed on {target.name}: {hook.error}")
         return ActionResult(
@@ -358,9 +366,10 @@ class Model:
     def k6_running(self) -> list[str]:
         """Units whose k6 service process is alive."""
         return [
-            u.name for u in self.units.values()
+            u.name
+            for u in self.units.values()
             if any(s.alive for s in u.supervisor.services.values())
-        ]  # fmt: skip
+        ]
 
     def close(self) -> list[int]:
         """Kill every process started; return the pids still alive after that (should be [])."""

@@ -130,7 +130,7 @@ class Supervisor:
                 service.stopped_by_user = True  # a failed start is not restarted
                 self.ingest()
                 raise _change_error(
-                    name, f'cannot start service: exited quickly with code {service.exit_code}'
+                    name, f"cannot start service: exited quickly with code {service.exit_code}"
                 )
             time.sleep(0.01)
 
@@ -285,9 +285,15 @@ REGISTRY: dict[int, Supervisor] = {}  # id(Context) -> that unit's supervisor
 _Client = mocking._MockPebbleClient
 _ORIGINAL = {
     name: getattr(_Client, name)
-    for name in ("start_services", "stop_services", "restart_services", "get_services",
-                 "get_notices", "replan_services")
-}  # fmt: skip
+    for name in (
+        "start_services",
+        "stop_services",
+        "restart_services",
+        "get_services",
+        "get_notices",
+        "replan_services",
+    )
+}
 
 
 def _supervisor(client: Any) -> Supervisor | None:
@@ -323,9 +329,7 @@ def _stop_services(self: Any, services: list[str], timeout: float = 30.0, delay:
     return None
 
 
-def _restart_services(
-    self: Any, services: list[str], timeout: float = 30.0, delay: float = 0.1
-):
+def _restart_services(self: Any, services: list[str], timeout: float = 30.0, delay: float = 0.1):
     sup = _supervisor(self)
     if sup is None:
         return _ORIGINAL["restart_services"](self, services, timeout, delay)

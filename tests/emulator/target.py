@@ -94,7 +94,7 @@ def _handler(recorder: _Recorder) -> type[BaseHTTPRequestHandler]:
                     code = int(self.path.rsplit("/", 1)[1])
             self._answer(code, b'{"ok":true}')
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve  # noqa: N815
 
     return Handler
 

@@ -25,7 +25,7 @@ needs_k6 = pytest.mark.skipif(
 
 
 def inspect(script: str, tmp_path: Path) -> dict:
-    """Options as the real k6 consolidates and validates them (`inspect --execution-requirements`)."""
+    """Options as the real k6 consolidates and validates them (inspect)."""
     path = tmp_path / "quick-test.js"
     path.write_text(script)
     result = subprocess.run(
