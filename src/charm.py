@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import ops
+from charms.k6_k8s.v0.k6_test import K6TestRequirer, ProvidedTests
 from ops import pebble
 
 import k6
 import protocol
+import quicktest
 import results
 import sources
 from protocol import AppData, Observed, Run, UnitData
@@ -80,6 +82,7 @@ class K6Charm(ops.CharmBase):
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.container = self.unit.get_container(CONTAINER)
+        self.k6_tests = K6TestRequirer(self, "receive-k6-tests")
         on = self.on
         for event in (
             on[PEER].relation_changed,
@@ -139,7 +142,7 @@ class K6Charm(ops.CharmBase):
     def _endpoint(self) -> tuple[str, str]:
         """(bind address, ingress endpoint) of this unit's k6 REST API."""
         network = self.model.get_binding(PEER).network  # type: ignore[union-attr]
-        return str(network.bind_address), f"{network.ingress_address}:{k6.PORT}"
+        return str(network.bind_address), k6.endpoint_of(str(network.ingress_address))
 
     def _observe(self, check_service: bool = False) -> Observed:
         """Snapshot of everything the protocol decides on."""
@@ -464,12 +467,20 @@ class K6Charm(ops.CharmBase):
         if params.script:
             return sources.from_inline(params.script, config.env)
         if params.url:
-            raise ValueError("quick url tests are not available yet")
+            text = quicktest.render_quick_test(
+                params.url,
+                params.vus,
+                params.duration,
+                params.rate,
+                params.method,
+                params.expect_status,
+            )
+            return sources.Script(quicktest.QUICK_TEST_NAME, text, "quick", config.env)
         return sources.from_config(config.load_test, config.env)
 
-    def _provided(self) -> dict[str, sources.ProvidedTests]:
-        """Tests that related apps provide (none until the k6_tests requirer is wired)."""
-        return {}
+    def _provided(self) -> dict[str, ProvidedTests]:
+        """Tests that related apps provide over k6_tests (malformed ones carry an error)."""
+        return self.k6_tests.tests()
 
     def _new_run(self, script: sources.Script, config: K6Config, thresholds: str) -> Run:
         """A run over every unit present now, in unit-number order."""

@@ -40,6 +40,11 @@ EXIT_SCRIPT_ERROR = 107
 EXIT_ABORTED = 108
 
 
+def endpoint_of(address: str, port: int = PORT) -> str:
+    """host:port, with IPv6 addresses in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def segment_flags(index: int, count: int) -> list[str]:
     """Execution-segment flags for participant `index` of `count` (none for a single unit)."""
     if count <= 1:
@@ -72,7 +77,7 @@ class RunCommand:
 
     def k6_argv(self) -> list[str]:
         """The k6 argv, one list element per argument."""
-        argv = ["k6", "run", "--paused", "--address", f"{self.address}:{PORT}"]
+        argv = ["k6", "run", "--paused", "--address", endpoint_of(self.address)]
         argv += segment_flags(self.index, self.count)
         for key, value in sorted(self.tags.items()):
             argv += ["--tag", f"{key}={value}"]
@@ -139,7 +144,12 @@ class ApiStatus:
 
 def parse_status(body: bytes | str) -> ApiStatus:
     """Parse a k6 status document."""
-    attributes = json.loads(body)["data"]["attributes"]
+    try:
+        attributes = json.loads(body)["data"]["attributes"]
+        if not isinstance(attributes, dict) or attributes.get("status") is None:
+            raise TypeError("no status attributes")
+    except (TypeError, KeyError, IndexError) as e:
+        raise ValueError(f"not a k6 status document: {e}") from None
     return ApiStatus(
         status=int(attributes["status"]),
         paused=bool(attributes["paused"]),

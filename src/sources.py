@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from charms.k6_k8s.v0.k6_test import ProvidedTests
+
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_NAME_LENGTH = 128
 CONFIG_TEST_NAME = "load-test.js"
@@ -108,15 +110,6 @@ def from_inline(text: str, environment: Mapping[str, str]) -> Script:
     """A script passed as the `script` action parameter."""
     validate_script(text, "the script parameter")
     return Script(INLINE_TEST_NAME, text, "inline", dict(environment))
-
-
-@dataclass(frozen=True)
-class ProvidedTests:
-    """What one related app provides over k6_tests (or why it was ignored)."""
-
-    tests: Mapping[str, str] = field(default_factory=dict)
-    environment: Mapping[str, str] = field(default_factory=dict)
-    error: str | None = None
 
 
 def from_app(

@@ -136,7 +136,7 @@ def peers(
     """The peer relation seen from unit `unit` (default: the other of k6/0, k6/1 is a peer)."""
     return testing.PeerRelation(
         "k6",
-        id=7,
+        id=900,
         local_app_data=encode(app or {}),
         local_unit_data=me if me is not None else unit_data(),
         peers_data=others if others is not None else {1 - unit: unit_data()},
@@ -177,9 +177,9 @@ def state(
         ingress_addresses=[ADDRESS],
     )
     kwargs.setdefault("containers", {container(tmp_path)})
+    kwargs.setdefault("relations", {relation or peers()})
     return testing.State(
         leader=leader,
-        relations={relation or peers()},
         networks={network},
         config=config if config is not None else {"load-test": SCRIPT},
         **kwargs,
@@ -191,11 +191,11 @@ def ctx(unit_id: int = 0) -> testing.Context:
 
 
 def app_of(out: testing.State) -> dict:
-    return {k: json.loads(v) for k, v in out.get_relation(7).local_app_data.items()}
+    return {k: json.loads(v) for k, v in out.get_relation(900).local_app_data.items()}
 
 
 def me_of(out: testing.State) -> dict:
-    return {k: json.loads(v) for k, v in out.get_relation(7).local_unit_data.items()}
+    return {k: json.loads(v) for k, v in out.get_relation(900).local_unit_data.items()}
 
 
 def k6_argv(out: testing.State) -> list[str]:
@@ -509,7 +509,7 @@ def test_done_notice_for_another_run_is_ignored(tmp_path):
         state(tmp_path, relation, leader=False, containers={cont}),
     )
 
-    assert out.get_relation(7).local_unit_data == me
+    assert out.get_relation(900).local_unit_data == me
 
 
 def test_leader_finishes_when_every_participant_is_idle(tmp_path):
@@ -647,3 +647,83 @@ def test_results_without_any_run_fails_clearly(tmp_path):
         context.run(context.on.action("results"), state(tmp_path))
 
     assert failure.value.message == "no run has ended yet"
+
+
+# ------------------------------------------------------------------ test sources
+
+
+def provider(app: str, raw: str) -> testing.Relation:
+    return testing.Relation("receive-k6-tests", remote_app_name=app, remote_app_data={"k6": raw})
+
+
+GOOD = json.dumps({"tests": {"smoke.js": SCRIPT}, "environment": {"TARGET": "http://a", "X": "1"}})
+
+
+def test_start_runs_a_related_apps_test_with_its_environment_overridden_by_config(
+    tmp_path, fake_k6
+):
+    context = ctx()
+    st = state(
+        tmp_path,
+        config={"environment": "X=2"},
+        relations={peers(others={}), provider("webapp", GOOD)},
+    )
+
+    out = context.run(context.on.action("start", params={"app": "webapp", "test": "smoke.js"}), st)
+
+    run = app_of(out)["run"]
+    assert (run["script_name"], run["source"]) == ("smoke.js", "app:webapp")
+    assert run["environment"] == {"TARGET": "http://a", "X": "2"}
+    argv = k6_argv(out)
+    assert argv[-1] == "tests/smoke.js"
+    assert "TARGET=http://a" in argv and "X=2" in argv
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"app": "webapp", "test": "../etc/passwd"}, "not a plain file name"),
+        ({"app": "webapp", "test": "missing.js"}, "provides no test 'missing.js'"),
+        ({"app": "nobody", "test": "smoke.js"}, "no related app 'nobody'"),
+        ({"test": "smoke.js"}, "`test` needs `app`"),
+        ({"app": "webapp"}, "`app` needs `test`"),
+        ({"app": "broken", "test": "smoke.js"}, "unusable"),
+        ({"url": "file:///etc/passwd"}, "http"),
+        ({"url": "http://x/`${a}`\n"}, "url"),
+        ({"script": "x" * (300 * 1024)}, "limit"),
+    ],
+)
+def test_bad_start_input_fails_with_a_clear_message(tmp_path, params, message):
+    context = ctx()
+    relations = {peers(others={}), provider("webapp", GOOD), provider("broken", "{not json")}
+    st = state(tmp_path, relations=relations)
+
+    with pytest.raises(testing.ActionFailed) as failure:
+        context.run(context.on.action("start", params=params), st)
+
+    assert message.lower() in failure.value.message.lower()
+
+
+def test_start_with_url_renders_a_quick_test(tmp_path, fake_k6):
+    context = ctx()
+
+    out = context.run(
+        context.on.action("start", params={"url": "http://127.0.0.1:9/x", "vus": 3}),
+        state(tmp_path, peers(others={})),
+    )
+
+    script = (tmp_path / "work" / "tests" / "quick-test.js").read_text()
+    assert '"http://127.0.0.1:9/x"' in script
+    assert app_of(out)["run"]["source"] == "quick"
+
+
+def test_list_shows_related_tests_and_notes_unusable_providers(tmp_path):
+    context = ctx()
+    relations = {peers(), provider("webapp", GOOD), provider("broken", "{not json")}
+
+    context.run(context.on.action("list"), state(tmp_path, relations=relations))
+
+    tests = context.action_results["tests"]
+    assert tests["webapp"] == {"tests": "smoke.js"}
+    assert tests["broken"]["tests"] == ""
+    assert "JSON" in tests["broken"]["error"] or "json" in tests["broken"]["error"]
