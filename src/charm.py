@@ -17,6 +17,7 @@ import ops
 from charms.k6_k8s.v0.k6_test import K6TestRequirer, ProvidedTests
 from ops import pebble
 
+import cos
 import k6
 import protocol
 import quicktest
@@ -216,6 +217,12 @@ class K6Charm(ops.CharmBase):
             report.error = "script in the app databag does not match the run's sha256"
             self._save_unit(report)
             return
+        tags = self._tags(run.run_id)
+        outputs, output_env = cos.k6_outputs(
+            cos.remote_write_url(self._remote_databags("send-remote-write")),
+            cos.loki_url(self._remote_databags("logging")),
+            tags,
+        )
         command = k6.RunCommand(
             script=f"{k6.SCRIPT_DIR}/{run.script_name}",
             run_id=run.run_id,
@@ -223,14 +230,16 @@ class K6Charm(ops.CharmBase):
             index=run.index_of(self.unit.name),
             count=len(run.participants),
             environment=run.environment,
-            tags=self._tags(run.run_id),
+            tags=tags,
+            extra_args=outputs,
         )
+        environment = {"K6_K8S_UNIT": self.unit.name, "K6_K8S_RUN_ID": run.run_id, **output_env}
         try:
             self.container.push(
                 f"{k6.WORKDIR}/{command.script}", script, make_dirs=True, permissions=0o644
             )
-            self.container.remove_path(f"{k6.WORKDIR}/{k6.SUMMARY_FILE}", recursive=True)
-            environment = {"K6_K8S_UNIT": self.unit.name, "K6_K8S_RUN_ID": run.run_id}
+            for stale in (k6.SUMMARY_FILE, k6.REPORT_FILE):
+                self.container.remove_path(f"{k6.WORKDIR}/{stale}", recursive=True)
             service_layer = k6.layer(command.service_command(), environment)
             self.container.add_layer(k6.SERVICE, service_layer, combine=True)
             self.container.restart(k6.SERVICE)
@@ -288,6 +297,7 @@ class K6Charm(ops.CharmBase):
             exit_code=exit_code,
             error=error,
             summary=self._read_summary() if notice is not None else None,
+            report=self._report_path() if notice is not None else "",
         )
 
     def _done_notice(self, run_id: str) -> dict | None:
@@ -300,6 +310,14 @@ class K6Charm(ops.CharmBase):
             if notice.last_data.get("run_id") == run_id:
                 return dict(notice.last_data)
         return None
+
+    def _report_path(self) -> str:
+        """Where k6 exported this unit's HTML report, if it did."""
+        path = f"{k6.WORKDIR}/{k6.REPORT_FILE}"
+        try:
+            return path if self.container.exists(path) else ""
+        except (pebble.ConnectionError, pebble.APIError):
+            return ""
 
     def _read_summary(self) -> dict | None:
         """This unit's compact k6 summary (None when k6 wrote none)."""
@@ -326,6 +344,14 @@ class K6Charm(ops.CharmBase):
         """The unit is going away: leave no k6 behind."""
         if self.container.can_connect() and self._service_running():
             self.container.stop(k6.SERVICE)
+
+    def _remote_databags(self, endpoint: str) -> list[dict[str, str]]:
+        """Every remote unit's databag on a relation endpoint."""
+        return [
+            dict(relation.data[unit])
+            for relation in self.model.relations[endpoint]
+            for unit in relation.units
+        ]
 
     def _tags(self, run_id: str) -> dict[str, str]:
         """Tags on every sample: the run and the Juju topology COS expects."""
@@ -570,7 +596,10 @@ class K6Charm(ops.CharmBase):
                 "reason": last["reason"] or "-",
                 "spread-ms": str(last["spread_ms"]),
                 "units": {
-                    u.replace("/", "-"): {"exit-code": str(r["exit_code"])}
+                    u.replace("/", "-"): {
+                        "exit-code": str(r["exit_code"]),
+                        "report": r["report"] or "-",
+                    }
                     for u, r in last["units"].items()
                 },
                 "table": results.format_table(last["units"], last["aggregate"]),

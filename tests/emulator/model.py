@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,7 @@ class Model:
         update_status_interval: float | None = 5.0,
         leader: int = 0,
         extra_env: Mapping[str, str] | None = None,
+        relations: Sequence[testing.RelationBase] = (),
         on_hook: Callable[[Hook, Model], None] | None = None,
     ):
         self.tmp = Path(tempfile.mkdtemp(prefix="k6emu-"))
@@ -96,6 +97,7 @@ class Model:
         self.shuffle = shuffle
         self.update_status_interval = update_status_interval
         self.extra_env = dict(extra_env or {})
+        self.relations = list(relations)  # other apps' relations, the same for every unit
         self.on_hook = on_hook
         self.units: dict[int, Unit] = {}
         self.app_data: dict[str, str] = {}
@@ -176,7 +178,7 @@ class Model:
         )
         return testing.State(
             leader=unit.index == self.leader,
-            relations={relation},
+            relations={relation, *self.relations},
             containers={container},
             networks={network},
             config=self.config,
