@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import os
 import random
 import shutil
 import tempfile
@@ -18,9 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import yaml
 from ops import testing
 
+import charm as charm_module
 import k6
 from charm import K6Charm
 from tests.emulator import pebble as emu_pebble
@@ -90,6 +94,8 @@ class Model:
         extra_env: Mapping[str, str] | None = None,
         relations: Sequence[testing.RelationBase] = (),
         on_hook: Callable[[Hook, Model], None] | None = None,
+        okay_delay: float = emu_pebble.START_OKAY_DELAY,
+        k6_path: str = "",
     ):
         self.tmp = Path(tempfile.mkdtemp(prefix="k6emu-"))
         self.config = dict(config or {})
@@ -98,6 +104,8 @@ class Model:
         self.update_status_interval = update_status_interval
         self.extra_env = dict(extra_env or {})
         self.relations = list(relations)  # other apps' relations, the same for every unit
+        self.okay_delay = okay_delay  # Pebble's start okay-delay (1 s); faster for explorations
+        self.k6_path = k6_path  # a folder whose `k6` replaces the real one (test doubles only)
         self.on_hook = on_hook
         self.units: dict[int, Unit] = {}
         self.app_data: dict[str, str] = {}
@@ -108,6 +116,9 @@ class Model:
         self._next_update = time.monotonic() + (update_status_interval or 1e9)
         self._patch = contextlib.ExitStack()
         self._patch.enter_context(emu_pebble.patched())
+        self._patch.enter_context(_fast_scenario())
+        self._patch.enter_context(mock.patch.object(charm_module, "time", _Clock(self)))
+        self.clock_offset = 0.0  # seconds the charm's clock runs ahead of the wall clock
         self.departed: list[Unit] = []
         for i in range(units):
             self._add_unit(i)
@@ -127,8 +138,16 @@ class Model:
             d.mkdir(parents=True, exist_ok=True)
         name = f"k6/{index}"
         env = {**self.extra_env, "K6EMU_UNIT": name}
-        supervisor = emu_pebble.Supervisor(name, {k6.WORKDIR: workdir}, notices, logs, env)
-        ctx = testing.Context(K6Charm, charm_root=ROOT, app_name="k6", unit_id=index)
+        supervisor = emu_pebble.Supervisor(
+            name,
+            {k6.WORKDIR: workdir},
+            notices,
+            logs,
+            env,
+            okay_delay=self.okay_delay,
+            path_prefix=self.k6_path,
+        )
+        ctx = testing.Context(K6Charm, app_name="k6", unit_id=index)
         emu_pebble.REGISTRY[id(ctx)] = supervisor
         unit = Unit(index, name, unit_address(index), ctx, supervisor, workdir)
         self.units[index] = unit
@@ -389,6 +408,37 @@ class Model:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Clock:
+    """The charm's `time` module: wall time plus the model's offset (for deadlines)."""
+
+    def __init__(self, model: Model):
+        self._model = model
+
+    def time(self) -> float:
+        return time.time() + self._model.clock_offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@contextlib.contextmanager
+def _fast_scenario():
+    """Hook overhead down: Scenario's per-hook temp dirs in RAM, its YAML through libyaml."""
+    from scenario import _runtime
+
+    def safe_dump(data: Any) -> str:
+        return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
+
+    old_tempdir = tempfile.tempdir
+    if os.access("/dev/shm", os.W_OK):
+        tempfile.tempdir = "/dev/shm"
+    try:
+        with mock.patch.object(_runtime.yaml, "safe_dump", safe_dump):
+            yield
+    finally:
+        tempfile.tempdir = old_tempdir
 
 
 @dataclass

@@ -74,6 +74,8 @@ class Supervisor:
     new_notices: list[pebble.Notice] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    okay_delay: float = START_OKAY_DELAY
+    path_prefix: str = ""  # folder put first on PATH (e.g. a k6 stand-in)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _notice_seq: int = 0
 
@@ -96,6 +98,8 @@ class Supervisor:
         env["K6EMU_NOTICE_DIR"] = str(self.notice_dir)
         env["K6EMU_PYTHON"] = sys.executable
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        if self.path_prefix:
+            env["PATH"] = f"{self.path_prefix}:{env['PATH']}"
         cwd = self.host_path(spec.get("working-dir") or "/")
         log = open(self.log_dir / f"{service.name}.log", "ab")  # noqa: SIM115
         service.process = subprocess.Popen(
@@ -123,7 +127,7 @@ class Supervisor:
         service = Service(name, dict(spec), stopped_by_user=False)
         self.services[name] = service
         self._spawn(service)
-        deadline = time.monotonic() + START_OKAY_DELAY
+        deadline = time.monotonic() + self.okay_delay
         while time.monotonic() < deadline:
             if service.process.poll() is not None:  # type: ignore[union-attr]
                 service.exit_code = service.process.returncode  # type: ignore[union-attr]
