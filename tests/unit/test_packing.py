@@ -116,13 +116,6 @@ def _primed(path: str, patterns: Iterable[str]) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="charmcraft.yaml's charm part has `prime: [templates/*]`: since Charmcraft 3 a "
-    "prime list keeps ONLY the listed files, so the charm would ship without dispatch, src/ "
-    "and venv/. Drop `prime` (the charm plugin already copies templates/), then remove this "
-    "xfail marker.",
-)
 def test_charm_part_prime_keeps_the_charm():
     prime = _charm_part(CHARMCRAFT).get("prime")
     if prime:
@@ -163,12 +156,6 @@ def _dependency_closure(requirement_files: Iterable[Path]) -> set[str]:
     return seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="requirements.txt pulls in pydantic-core (cosl -> pydantic), which the charm "
-    "plugin builds from source: add `cargo` to build-packages or pydantic-core to "
-    "charm-binary-python-packages in charmcraft.yaml, then remove this xfail marker.",
-)
 def test_source_built_dependencies_have_a_rust_toolchain():
     part = _charm_part(CHARMCRAFT)
     closure = _dependency_closure(ROOT / name for name in part["charm-requirements"])
