@@ -255,7 +255,7 @@ class K6Charm(ops.CharmBase):
 
     def _ready_report(self, report: UnitData, endpoint: str) -> UnitData:
         """Busy once the local k6 is paused before the run; pending while it initializes."""
-        status = k6.wait_ready(endpoint, timeout=ARM_WAIT_SECONDS)
+        status = k6.wait_ready(endpoint, ARM_WAIT_SECONDS, alive=self._service_running)
         if status is not None and status.ready:
             report.status = protocol.BUSY
         elif self._service_running():

@@ -307,6 +307,21 @@ class Model:
         hook, _ = self.run_hook(unit, unit.queue.popleft())
         return hook
 
+    def run_hooks(self, count: int) -> int:
+        """Deliver what happened and run at most `count` queued hooks; return how many ran."""
+        ran = 0
+        while ran < count:
+            self._pump()
+            if self.step() is None:
+                break
+            ran += 1
+        return ran
+
+    def tick(self, seconds: float) -> None:
+        """Let `seconds` pass on the charm's clock and fire update-status on every unit."""
+        self.clock_offset += seconds
+        self.update_status()
+
     def settle(self, until: Callable[[], bool] | None = None, timeout: float = 60.0) -> None:
         """Run hooks and deliver notices until `until()` holds with no hook queued."""
         deadline = time.monotonic() + timeout
@@ -431,11 +446,17 @@ def _fast_scenario():
     def safe_dump(data: Any) -> str:
         return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
 
+    def safe_load(stream: Any) -> Any:
+        return yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
     old_tempdir = tempfile.tempdir
     if os.access("/dev/shm", os.W_OK):
         tempfile.tempdir = "/dev/shm"
     try:
-        with mock.patch.object(_runtime.yaml, "safe_dump", safe_dump):
+        with (
+            mock.patch.object(_runtime.yaml, "safe_dump", safe_dump),
+            mock.patch.object(yaml, "safe_load", safe_load),
+        ):
             yield
     finally:
         tempfile.tempdir = old_tempdir
