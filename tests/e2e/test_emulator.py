@@ -1,0 +1,155 @@
+"""The emulator itself: Juju's relation rules and Pebble's service rules, as the charm sees."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from ops import pebble
+
+import k6
+from tests.emulator import pebble as emu_pebble
+from tests.emulator.model import Model, unit_address
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path):
+    dirs = [tmp_path / d for d in ("work", "notices", "logs")]
+    for d in dirs:
+        d.mkdir()
+    sup = emu_pebble.Supervisor("k6/0", {"/work": dirs[0]}, dirs[1], dirs[2])
+    yield sup
+    sup.kill_all()
+    assert sup.leftovers() == []
+
+
+def spec(command: str, **extra: str) -> dict:
+    return {"command": command, "working-dir": "/work", **extra}
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# ------------------------------------------------------------------ Pebble
+
+
+def test_exited_service_is_restarted_by_default(supervisor):
+    supervisor.start("svc", spec("/bin/sh -c 'sleep 1.2; exit 0'"))
+
+    restarted = wait_for(lambda: supervisor.poll() or supervisor.services["svc"].starts >= 2, 5)
+
+    assert restarted, "Pebble restarts a service that exits unless told to ignore it"
+
+
+def test_service_with_ignore_is_not_restarted(supervisor):
+    supervisor.start(
+        "svc", spec("/bin/sh -c 'sleep 1.1; exit 3'", **{"on-success": "ignore",
+                                                         "on-failure": "ignore"})
+    )  # fmt: skip
+
+    wait_for(lambda: supervisor.status("svc") != pebble.ServiceStatus.ACTIVE, 5)
+    time.sleep(1.0)
+    supervisor.poll()
+
+    assert supervisor.services["svc"].starts == 1
+    assert supervisor.status("svc") == pebble.ServiceStatus.ERROR
+
+
+def test_start_of_a_process_that_exits_within_a_second_fails_like_pebble(supervisor):
+    with pytest.raises(pebble.ChangeError, match="exited quickly with code 3"):
+        supervisor.start("svc", spec("/bin/sh -c 'exit 3'"))
+
+
+def test_stop_sends_term_then_kill_after_the_kill_delay(supervisor):
+    supervisor.start(
+        "svc", spec("/bin/sh -c \"trap '' TERM; sleep 30\"", **{"kill-delay": "0.3s"})
+    )
+    t0 = time.monotonic()
+
+    supervisor.stop("svc")
+
+    assert 0.25 <= time.monotonic() - t0 < 5
+    assert supervisor.status("svc") == pebble.ServiceStatus.INACTIVE
+    assert supervisor.services["svc"].exit_code == -9
+
+
+def test_pebble_notify_in_the_service_becomes_a_notice_with_its_data(supervisor):
+    command = "/bin/sh -c '/charm/bin/pebble notify k6.com/done run_id=r1 exit_code=0; sleep 2'"
+    supervisor.start("svc", spec(command))
+
+    assert wait_for(lambda: supervisor.ingest() or "k6.com/done" in supervisor.notices)
+    notice = supervisor.notices["k6.com/done"]
+    assert dict(notice.last_data) == {"run_id": "r1", "exit_code": "0"}
+    assert notice.occurrences == 1
+
+
+def test_working_dir_maps_to_the_units_own_folder(supervisor, tmp_path):
+    supervisor.start("svc", spec("/bin/sh -c 'pwd > where; sleep 1.5'"))
+
+    assert wait_for(lambda: (tmp_path / "work" / "where").exists())
+    assert (tmp_path / "work" / "where").read_text().strip() == str(tmp_path / "work")
+
+
+# ------------------------------------------------------------------ Juju
+
+
+@pytest.fixture
+def model():
+    m = Model(3, {"load-test": "export default function () {}"}, update_status_interval=None)
+    m.settle(timeout=30)
+    yield m
+    assert m.close() == []
+
+
+def test_each_unit_has_its_own_loopback_address(model):
+    addresses = {u.address for u in model.units.values()}
+
+    assert addresses == {unit_address(0), unit_address(1), unit_address(2)}
+    assert all(a.startswith("127.0.0.") for a in addresses)
+
+
+def test_writer_gets_no_relation_changed_for_its_own_write(model):
+    model.action(0, "start")
+
+    queued = {u.name: [q.kind for q in u.queue] for u in model.units.values()}
+
+    assert queued["k6/0"] == []
+    assert queued["k6/1"] == ["relation_changed"] and queued["k6/2"] == ["relation_changed"]
+    hook = model.hooks[-1]
+    assert hook.unit == "k6/0" and "run" in hook.app_keys and "status" in hook.unit_keys
+
+
+def test_a_hook_that_raises_commits_nothing_and_tells_nobody(model, monkeypatch):
+    model.action(0, "start")
+    unit1_before = dict(model.unit(1).unit_data)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(k6, "wait_ready", broken)
+    model.run_hooks(1)  # k6/1's relation-changed: arms, then crashes
+
+    hook = model.hooks[-1]
+    assert hook.unit == "k6/1" and hook.error and "boom" in hook.error
+    assert model.unit(1).unit_data == unit1_before
+    assert all(q.args.get("remote") != 1 for u in model.units.values() for q in u.queue)
+
+
+def test_every_hook_is_recorded_with_unit_event_duration_and_keys(model):
+    model.action(0, "start")
+
+    hook = model.hooks[-1]
+
+    assert (hook.unit, hook.event) == ("k6/0", "start-action")
+    assert hook.duration > 0
+    assert set(hook.unit_keys) >= {"status", "run_id", "endpoint"}
+    assert "start k6" in hook.pebble_calls
