@@ -651,7 +651,9 @@ class K6Charm(ops.CharmBase):
             event.add_status(ops.MaintenanceStatus(f"arming {armed}/{total}"))
         elif run.phase == protocol.RUNNING:
             running = total - protocol.finished_count(run, units)
-            event.add_status(ops.ActiveStatus(f"running {running}/{total} units"))
+            acks = [t[1] for t in run.resumed.values() if len(t) > 1 and t[1]]
+            elapsed = f", {time.time() - min(acks):.0f}s elapsed" if acks else ""
+            event.add_status(ops.ActiveStatus(f"running {running}/{total} units{elapsed}"))
         else:
             done = protocol.finished_count(run, units)
             event.add_status(ops.MaintenanceStatus(f"stopping {done}/{total} units done"))
