@@ -415,8 +415,8 @@ class K6Charm(ops.CharmBase):
             for p in run.participants
             if p in observed.units and observed.units[p].run_id == run.run_id
         }
-        started = [t[1] for t in run.resumed.values() if len(t) > 1 and t[1]]
-        duration = observed.now - min(started) if started else None
+        started = protocol.started_at(run)
+        duration = observed.now - started if started else None
         aggregate = results.aggregate(summaries, duration)
         failures = results.evaluate(aggregate, results.parse_thresholds(run.thresholds))
         record = protocol.last_run_record(
@@ -651,8 +651,8 @@ class K6Charm(ops.CharmBase):
             event.add_status(ops.MaintenanceStatus(f"arming {armed}/{total}"))
         elif run.phase == protocol.RUNNING:
             running = total - protocol.finished_count(run, units)
-            acks = [t[1] for t in run.resumed.values() if len(t) > 1 and t[1]]
-            elapsed = f", {time.time() - min(acks):.0f}s elapsed" if acks else ""
+            started = protocol.started_at(run)
+            elapsed = f", {time.time() - started:.0f}s elapsed" if started else ""
             event.add_status(ops.ActiveStatus(f"running {running}/{total} units{elapsed}"))
         else:
             done = protocol.finished_count(run, units)

@@ -255,10 +255,21 @@ def stopping(run: Run, reason: str, now: float) -> Run:
     return replace(run, phase=STOPPING, reason=reason, stop_deadline=now + STOP_GRACE_SECONDS)
 
 
+def resume_acks(run: Run) -> list[float]:
+    """When each participant acknowledged its resume (epoch seconds), where it did."""
+    return [times[1] for times in run.resumed.values() if len(times) > 1 and times[1]]
+
+
+def started_at(run: Run) -> float | None:
+    """When the load started: the first resume acknowledgement."""
+    acks = resume_acks(run)
+    return min(acks) if acks else None
+
+
 def resume_spread_ms(run: Run) -> float | None:
     """Spread of the resume acknowledgements across units, in milliseconds."""
-    acks = [times[1] for times in run.resumed.values() if len(times) > 1 and times[1]]
-    if len(acks) < 1:
+    acks = resume_acks(run)
+    if not acks:
         return None
     return round((max(acks) - min(acks)) * 1000, 3)
 
@@ -294,8 +305,7 @@ def last_run_record(
     outcome, reason = outcome_of(run, units, lost)
     if outcome == PASSED and threshold_failures:
         outcome, reason = FAILED, "thresholds failed: " + "; ".join(threshold_failures)
-    acks = [t[1] for t in run.resumed.values() if len(t) > 1 and t[1]]
-    started = min(acks) if acks else None
+    started = started_at(run)
     per_unit = {}
     for p in run.participants:
         data = units.get(p, UnitData())
