@@ -29,15 +29,22 @@ import k6
 from charm import K6Charm
 from tests.emulator import pebble as emu_pebble
 
-PEER_ID = 1
+PEER_ID = 9001  # far from the ids ops.testing gives other relations
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def unit_address(index: int) -> str:
-    """Unit i's own loopback address: its peer binding's bind and ingress address."""
-    if not 0 <= index < 80:
-        raise ValueError("the emulator gives addresses to units 0..79")
-    return f"127.0.0.{170 + index}"
+ADDRESS_BASE = os.environ.get("K6EMU_ADDRESS_BASE", "127.0.0.170")
+
+
+def unit_address(index: int, base: str = ADDRESS_BASE) -> str:
+    """Unit i's own loopback address (base + i): its peer binding's bind and ingress address.
+
+    Set K6EMU_ADDRESS_BASE (e.g. 127.0.3.1) to keep concurrent emulators apart.
+    """
+    prefix, _, last = base.rpartition(".")
+    if not prefix.startswith("127.") or not 0 <= int(last) + index < 255:
+        raise ValueError(f"no loopback address for unit {index} from base {base}")
+    return f"{prefix}.{int(last) + index}"
 
 
 @dataclass

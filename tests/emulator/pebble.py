@@ -287,17 +287,16 @@ def _change_error(name: str, err: str) -> pebble.ChangeError:
 
 REGISTRY: dict[int, Supervisor] = {}  # id(Context) -> that unit's supervisor
 _Client = mocking._MockPebbleClient
-_ORIGINAL = {
-    name: getattr(_Client, name)
-    for name in (
-        "start_services",
-        "stop_services",
-        "restart_services",
-        "get_services",
-        "get_notices",
-        "replan_services",
-    )
-}
+_RECORDED = ("push", "pull", "exec", "add_layer", "remove_path", "list_files", "make_dir")
+_SERVED = (
+    "start_services",
+    "stop_services",
+    "restart_services",
+    "get_services",
+    "get_notices",
+    "replan_services",
+)
+_ORIGINAL = {name: getattr(_Client, name) for name in (*_SERVED, *_RECORDED)}
 
 
 def _supervisor(client: Any) -> Supervisor | None:
@@ -372,6 +371,18 @@ def _get_notices(self: Any, **kwargs: Any):
     return _ORIGINAL["get_notices"](self, **kwargs)
 
 
+def _recording(name: str) -> Any:
+    """Wrap a mock-client call so the unit's supervisor counts it (for per-hook costs)."""
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sup = _supervisor(self)
+        if sup is not None:
+            sup.calls.append(name)
+        return _ORIGINAL[name](self, *args, **kwargs)
+
+    return call
+
+
 @contextlib.contextmanager
 def patched() -> Iterator[None]:
     """Route the mock Pebble client's service calls to real processes while active."""
@@ -382,6 +393,7 @@ def patched() -> Iterator[None]:
         "replan_services": _replan_services,
         "get_services": _get_services,
         "get_notices": _get_notices,
+        **{name: _recording(name) for name in _RECORDED},
     }
     for name, function in replacements.items():
         setattr(_Client, name, function)
