@@ -18,6 +18,7 @@ from charms.k6_k8s.v0.k6_test import K6TestRequirer, ProvidedTests
 from ops import pebble
 
 import cos
+import dashboard
 import k6
 import protocol
 import quicktest
@@ -96,6 +97,12 @@ class K6Charm(ops.CharmBase):
         ):
             framework.observe(event, self._on_event)
         framework.observe(on[CONTAINER].pebble_custom_notice, self._on_notice)
+        for event in (
+            on.leader_elected,
+            on.upgrade_charm,
+            on[dashboard.RELATION].relation_created,
+        ):
+            framework.observe(event, self._on_dashboard_event)
         framework.observe(on.stop, self._on_stop)
         framework.observe(on.start_action, self._on_start_action)
         framework.observe(on.stop_action, self._on_stop_action)
@@ -339,6 +346,14 @@ class K6Charm(ops.CharmBase):
             else:
                 logger.info("ignoring done-notice for run %s", data.get("run_id"))
         self._reconcile()
+
+    def _on_dashboard_event(self, _: ops.EventBase) -> None:
+        """Leader: publish the bundled Grafana dashboard on every grafana-dashboard relation."""
+        if not self.unit.is_leader():
+            return
+        databag = dashboard.dashboard_databag(self.meta.name)
+        for relation in self.model.relations[dashboard.RELATION]:
+            relation.data[self.app].update(databag)
 
     def _on_stop(self, _: ops.StopEvent) -> None:
         """The unit is going away: leave no k6 behind."""

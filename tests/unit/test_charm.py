@@ -729,3 +729,20 @@ def test_list_shows_related_tests_and_notes_unusable_providers(tmp_path):
     assert tests["webapp"] == {"tests": "smoke.js"}
     assert tests["broken"]["tests"] == ""
     assert "JSON" in tests["broken"]["error"] or "json" in tests["broken"]["error"]
+
+
+# ------------------------------------------------------------------ grafana dashboard
+
+
+@pytest.mark.parametrize("leader", [True, False])
+def test_leader_publishes_the_dashboard_when_grafana_relates(tmp_path, leader):
+    import dashboard
+
+    relation = testing.Relation("grafana-dashboard", remote_app_name="grafana")
+    context = ctx(0 if leader else 1)
+    st = state(tmp_path, leader=leader, relations={peers(unit=0 if leader else 1), relation})
+
+    out = context.run(context.on.relation_created(relation), st)
+
+    published = out.get_relation(relation.id).local_app_data
+    assert published == (dashboard.dashboard_databag("k6-k8s") if leader else {})
