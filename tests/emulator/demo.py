@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from tests.emulator.model import Hook, Model
 from tests.emulator.target import Target
 
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         model.settle(timeout=30)
         names = ", ".join(u.name for u in model.units.values())
         progress.say("deployed", f"deployed {args.units} units ({names}); leader k6/0")
+        print(f"$ juju run k6/leader list\n{_yaml(model.action(model.leader, 'list').results)}")
         started = model.action(model.leader, "start")
         if not started.ok:
             print(f"start failed: {started.failure}")
@@ -95,12 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cleaned up: {'no process left' if not left else f'LEFT {left}'}")
 
 
+def _yaml(data: dict) -> str:
+    """Action results the way `juju run` prints them."""
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=True).rstrip()
+
+
 def print_results(results: dict, stats: dict) -> None:
     """The `results` action's output, then what the target itself counted."""
     print("\n$ juju run k6/leader results")
-    for key in ("run-id", "outcome", "reason", "spread-ms"):
-        print(f"{key}: {results.get(key)}")
-    print(results["table"])
+    print(_yaml({k: results[k] for k in ("run-id", "outcome", "reason", "spread-ms", "units")}))
+    print("table: |")
+    print("\n".join(f"  {line}" for line in results["table"].splitlines()))
     print("\nthe target counted:")
     for unit, count in sorted(stats["by_unit"].items()):
         print(f"  {unit:8} {count:6d} requests")

@@ -450,8 +450,10 @@ def _fast_scenario():
     """Hook overhead down: Scenario's per-hook temp dirs in RAM, its YAML through libyaml."""
     from scenario import _runtime
 
-    def safe_dump(data: Any) -> str:
-        return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
+    def safe_dump(data: Any, stream: Any = None, **kwargs: Any) -> Any:
+        return yaml.dump(
+            data, stream, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **kwargs
+        )
 
     def safe_load(stream: Any) -> Any:
         return yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
