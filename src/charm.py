@@ -10,7 +10,8 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ops
@@ -30,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 PEER = "k6"
 CONTAINER = "k6"
-ARM_WAIT_SECONDS = 20.0  # how long one unit's arm hook waits for its own k6 to pause
+ARM_WAIT_SECONDS = 30.0  # how long one unit's arm hook waits for its own k6 to pause
+RECHECK_WAIT_SECONDS = 2.0  # a later look at a k6 that was still initializing
 LEADER_ONLY = "run it on the leader: juju run {app}/leader {action}"
 MAX_STEPS = 8
 
@@ -188,8 +190,9 @@ class K6Charm(ops.CharmBase):
         if self._peers is None:
             return
         done: list[protocol.Action] = []
+        self._probed: frozenset[str] | None = None
         for _ in range(MAX_STEPS):
-            observed = self._observe(check_service)
+            observed = replace(self._observe(check_service), probed_ready=self._probed)
             actions = protocol.decide_unit(observed) or protocol.decide_leader(observed)
             actions = [a for a in actions if a not in done]
             if not actions:
@@ -206,6 +209,8 @@ class K6Charm(ops.CharmBase):
             self._recheck(action.run_id)
         elif isinstance(action, protocol.Collect):
             self._collect(action.run_id, stop_service=action.stop_service)
+        elif isinstance(action, protocol.Probe):
+            self._probe(action.endpoints)
         elif isinstance(action, protocol.Resume):
             self._resume(action.endpoints)
         elif isinstance(action, protocol.Abort):
@@ -260,9 +265,11 @@ class K6Charm(ops.CharmBase):
             return
         self._save_unit(self._ready_report(report, endpoint))
 
-    def _ready_report(self, report: UnitData, endpoint: str) -> UnitData:
+    def _ready_report(
+        self, report: UnitData, endpoint: str, wait: float = ARM_WAIT_SECONDS
+    ) -> UnitData:
         """Busy once the local k6 is paused before the run; pending while it initializes."""
-        status = k6.wait_ready(endpoint, ARM_WAIT_SECONDS, alive=self._service_running)
+        status = k6.wait_ready(endpoint, wait, alive=self._service_running)
         if status is not None and status.ready:
             report.status = protocol.BUSY
         elif self._service_running():
@@ -274,7 +281,7 @@ class K6Charm(ops.CharmBase):
     def _recheck(self, run_id: str) -> None:
         """Probe the local k6 again (it was still initializing when we last looked)."""
         mine = self._unit_data()
-        self._save_unit(self._ready_report(mine, mine.endpoint))
+        self._save_unit(self._ready_report(mine, mine.endpoint, RECHECK_WAIT_SECONDS))
 
     def _collect(self, run_id: str, stop_service: bool, notice: dict | None = None) -> None:
         """The local k6 has ended (or is stopped now): record its exit and go idle."""
@@ -379,6 +386,13 @@ class K6Charm(ops.CharmBase):
         }
 
     # ------------------------------------------------------------ leader side
+
+    def _probe(self, endpoints: Mapping[str, str]) -> None:
+        """Leader: which still-initializing participants are paused and ready by now."""
+        statuses = k6.probe_all(list(endpoints.values()), timeout=1.0)
+        self._probed = frozenset(
+            p for p, e in endpoints.items() if (s := statuses.get(e)) is not None and s.ready
+        )
 
     def _resume(self, endpoints: dict[str, str]) -> None:
         """Resume every participant at once; if any cannot be resumed, abort the run."""

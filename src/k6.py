@@ -86,6 +86,7 @@ class RunCommand:
         for output in self.outputs:
             argv += ["-o", output]
         argv += ["--summary-export", SUMMARY_FILE, "--summary-trend-stats", TREND_STATS]
+        argv += ["--no-usage-report"]  # no phoning home from a load-test pod
         argv += [*self.extra_args, self.script]
         return argv
 

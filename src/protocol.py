@@ -62,6 +62,10 @@ class UnitData:
         """Paused and ready (or already resumed) for this run."""
         return self.status == BUSY and self.run_id == run_id
 
+    def pending_for(self, run_id: str) -> bool:
+        """k6 started for this run but was still initializing when the unit last looked."""
+        return self.status == PENDING and self.run_id == run_id
+
     def finished(self, run_id: str) -> bool:
         """Reported an end (done, failed, stopped) for this run."""
         return self.status == IDLE and self.run_id == run_id
@@ -134,6 +138,13 @@ class Collect:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """Ask the REST API of participants that were still initializing whether they are paused."""
+
+    endpoints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Resume:
     """Resume every participant at once."""
 
@@ -154,7 +165,7 @@ class Finish:
     lost: tuple[str, ...] = ()
 
 
-Action = Arm | Recheck | Collect | Resume | Abort | Finish
+Action = Arm | Recheck | Collect | Probe | Resume | Abort | Finish
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,7 @@ class Observed:
     units: Mapping[str, UnitData]  # every unit present in the relation, me included
     service_running: bool
     now: float
+    probed_ready: frozenset[str] | None = None  # None: no probe in this hook yet
 
 
 def decide_unit(o: Observed) -> list[Action]:
@@ -218,10 +230,20 @@ def _decide_arming(o: Observed, run: Run, present: list[str], departed: list[str
     if failed:
         details = "; ".join(failure_text(p, o.units[p]) for p in failed)
         return [Abort(f"failed before the start: {details}")]
-    if all(o.units[p].armed_for(run.run_id) for p in run.participants):
+    ready = o.probed_ready or frozenset()
+    armed = {
+        p
+        for p in run.participants
+        if o.units[p].armed_for(run.run_id) or (o.units[p].pending_for(run.run_id) and p in ready)
+    }
+    if armed == set(run.participants):
         return [Resume({p: o.units[p].endpoint for p in run.participants})]
+    pending = [p for p in run.participants if o.units[p].pending_for(run.run_id)]
+    all_started = all(p in armed or p in pending for p in run.participants)
+    if pending and all_started and o.probed_ready is None:
+        return [Probe({p: o.units[p].endpoint for p in pending})]
     if o.now > run.deadline:
-        late = [p for p in run.participants if not o.units[p].armed_for(run.run_id)]
+        late = [p for p in run.participants if p not in armed]
         return [Abort(f"not armed within the arm-timeout: {', '.join(late)}")]
     return []
 

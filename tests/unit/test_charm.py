@@ -746,3 +746,19 @@ def test_leader_publishes_the_dashboard_when_grafana_relates(tmp_path, leader):
 
     published = out.get_relation(relation.id).local_app_data
     assert published == (dashboard.dashboard_databag("k6-k8s") if leader else {})
+
+
+def test_leader_probes_a_participant_that_was_still_initializing_and_resumes(tmp_path, fake_k6):
+    context = ctx()
+    relation = peers(
+        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
+        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        others={1: unit_data(status="arming", run_id="r1", endpoint=ENDPOINT)},
+    )
+
+    out = context.run(
+        context.on.update_status(), state(tmp_path, relation, containers={running(tmp_path)})
+    )
+
+    assert app_of(out)["run"]["phase"] == protocol.RUNNING
+    assert [p["data"]["attributes"] for p in fake_k6.patches] == [{"paused": False}] * 2

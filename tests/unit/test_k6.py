@@ -127,6 +127,7 @@ def test_k6_argv_runs_paused_with_address_segment_tags_environment_outputs_and_s
         "summary.json",
     ]
     assert argv[: len(head)] == head
+    assert "--no-usage-report" in argv
     assert argv[-2:] == ["--quiet", "tests/load.js"]
     assert argv.count("tests/load.js") == 1
 

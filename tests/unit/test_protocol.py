@@ -104,6 +104,7 @@ def observed(
     leader: bool = True,
     service_running: bool = False,
     now: float = NOW,
+    probed_ready: frozenset[str] | None = None,
 ) -> Observed:
     """An observation; by default every unit of UNITS is present and idle."""
     return Observed(
@@ -113,6 +114,7 @@ def observed(
         units=dict(units) if units is not None else {u: idle() for u in UNITS},
         service_running=service_running,
         now=now,
+        probed_ready=probed_ready,
     )
 
 
@@ -344,11 +346,36 @@ def test_stale_unit_data_for_another_run_does_not_count_as_armed():
     assert protocol.decide_leader(observed(run, units)) == []
 
 
-def test_pending_participant_does_not_count_as_armed():
+def test_pending_participant_does_not_count_as_armed_until_probed_ready():
     run = make_run(ARMING)
     units = {**all_armed(), "k6/2": pending("k6/2")}
 
+    assert protocol.decide_leader(observed(run, units, probed_ready=frozenset())) == []
+
+
+def test_leader_probes_participants_still_initializing_once_every_one_has_started():
+    run = make_run(ARMING)
+    units = {**all_armed(), "k6/2": pending("k6/2")}
+
+    decision = protocol.decide_leader(observed(run, units))
+
+    assert decision == [protocol.Probe({"k6/2": units["k6/2"].endpoint})]
+
+
+def test_leader_does_not_probe_while_a_participant_has_not_started():
+    run = make_run(ARMING)
+    units = {"k6/0": armed("k6/0"), "k6/1": pending("k6/1"), "k6/2": idle()}
+
     assert protocol.decide_leader(observed(run, units)) == []
+
+
+def test_leader_resumes_when_the_probe_finds_the_initializing_participant_ready():
+    run = make_run(ARMING)
+    units = {**all_armed(), "k6/2": pending("k6/2")}
+
+    decision = protocol.decide_leader(observed(run, units, probed_ready=frozenset({"k6/2"})))
+
+    assert decision == [Resume({u: units[u].endpoint for u in UNITS})]
 
 
 def test_leader_aborts_naming_units_not_armed_by_deadline():
@@ -364,7 +391,9 @@ def test_leader_does_not_abort_at_exactly_the_arm_deadline():
     run = make_run(ARMING)
     units = {"k6/0": armed("k6/0"), "k6/1": pending("k6/1"), "k6/2": armed("k6/2")}
 
-    assert protocol.decide_leader(observed(run, units, now=DEADLINE)) == []
+    decision = protocol.decide_leader(observed(run, units, now=DEADLINE, probed_ready=frozenset()))
+
+    assert decision == []
 
 
 def test_leader_aborts_when_participant_departs_before_start():
