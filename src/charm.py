@@ -266,9 +266,10 @@ class K6Charm(ops.CharmBase):
         self._save_unit(self._ready_report(report, endpoint))
 
     def _ready_report(
-        self, report: UnitData, endpoint: str, wait: float = ARM_WAIT_SECONDS
+        self, report: UnitData, endpoint: str, wait: float | None = None
     ) -> UnitData:
         """Busy once the local k6 is paused before the run; pending while it initializes."""
+        wait = ARM_WAIT_SECONDS if wait is None else wait
         status = k6.wait_ready(endpoint, wait, alive=self._service_running)
         if status is not None and status.ready:
             report.status = protocol.BUSY

@@ -93,12 +93,17 @@ class RunCommand:
     def shell_line(self) -> str:
         """The /bin/sh line: run k6, then notify Pebble with the run id and exit code.
 
-        TERM is trapped by a handler (not ignored) so that a Pebble stop still sends the notice;
-        the shell exits with k6's code, so Pebble's "exited quickly with code N" carries it too.
+        TERM is trapped by a handler (not ignored) while k6 runs, so that a Pebble stop still
+        sends the notice; then ignored (and so by `pebble notify` too), so that a stop racing
+        the notice cannot kill it. The shell exits with k6's code, so Pebble's "exited quickly
+        with code N" carries it too.
         """
         notify = shlex.join([PEBBLE, "notify", NOTICE_KEY, f"run_id={self.run_id}"])
         k6_run = shlex.join(self.k6_argv())
-        return f"trap 'true' TERM; {k6_run}; code=$?; {notify} exit_code=$code; exit $code"
+        return (
+            f"trap 'true' TERM; {k6_run}; code=$?; trap '' TERM; "
+            f"{notify} exit_code=$code; exit $code"
+        )
 
     def service_command(self) -> str:
         """The Pebble service command: Pebble splits it shell-like, so it is quoted once more."""

@@ -119,7 +119,7 @@ def render_quick_test(
     validate_duration(duration)
     _validate_int("rate", rate, 0, MAX_RATE)
     method = validate_method(method)
-    _validate_int("expect_status", expect_status, 100, 599)
+    _validate_int("expect-status", expect_status, 100, 599)
     template = _environment().get_template(TEMPLATE_NAME)
     return template.render(
         scenario=_js(SCENARIO_NAME),

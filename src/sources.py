@@ -87,6 +87,8 @@ def parse_environment(text: str) -> dict[str, str]:
         if not sep or not _ENV_KEY_RE.fullmatch(key):
             raise ValueError(f"environment entry {entry!r} is not KEY=VALUE with a valid KEY")
         value = value.strip()
+        if "\x00" in value:
+            raise ValueError(f"environment entry {key!r} has a NUL byte in its value")
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
         elif '"' in value:

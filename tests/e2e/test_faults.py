@@ -478,13 +478,6 @@ def notifying(model: Model, index: int) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a stop that reaches a unit while its shell runs `pebble notify` kills the "
-    "notify (SIGTERM to the whole service group; `trap 'true' TERM` protects only the shell): "
-    "the unit reports 'k6 ended without a done notice' and loses k6's exit code",
-)
 def test_done_notice_survives_a_stop_that_races_it(make_model, target, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(SLOW_NOTIFY)
     config = configure(target, scripts.constant_vus(2, "30s"))

@@ -146,12 +146,6 @@ def test_unusable_load_test_config_fails_start(tmp_path, load_test, message):
     assert start_failure(tmp_path, config={"load-test": load_test}).startswith(message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a NUL byte in the `environment` config is accepted (the k6_tests library "
-    "refuses it for related apps); it can only fail later, when k6's argv is exec'd",
-)
 def test_nul_byte_in_environment_config_blocks_the_unit(tmp_path):
     status = config_status(tmp_path, {"load-test": SCRIPT, "environment": "A=x\x00y"})
 
@@ -210,12 +204,6 @@ def test_start_with_a_bad_threshold_changes_nothing(tmp_path):
     assert list(st.get_container("k6").layers) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the refusal names the parameter `expect_status`, but the action parameter "
-    "a user types is `expect-status` (src/quicktest.py, render_quick_test)",
-)
 def test_bad_expect_status_names_the_parameter_as_the_user_typed_it(tmp_path):
     message = start_failure(tmp_path, {"url": URL, "expect-status": 600})
 
@@ -263,12 +251,6 @@ def test_app_data_script_that_differs_from_the_run_digest_is_not_run(tmp_path):
     assert k6.SERVICE not in out.get_container("k6").plan.services
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=testing.errors.UncaughtCharmError,
-    reason="BUG: Run.from_dict passes every key to Run(**data): a run written by a newer "
-    "revision (an extra key) crashes every hook of an older unit during a refresh",
-)
 def test_run_with_a_key_from_a_newer_revision_does_not_crash_the_hook(tmp_path):
     run = run_dict(phase="running", participants=["k6/0"]) | {"added_later": 1}
     relation = peers(unit=1, app={"status": "busy", "run": run, "script": SCRIPT})

@@ -138,8 +138,8 @@ def test_values_are_json_literals_not_template_text():
         ({"method": "GET\n"}, "is not one of"),
         ({"method": ""}, "is not one of"),
         ({"method": None}, "is not one of"),
-        ({"expect_status": 99}, "expect_status is 99; it must be between 100 and 599"),
-        ({"expect_status": 600}, "expect_status is 600"),
+        ({"expect_status": 99}, "expect-status is 99; it must be between 100 and 599"),
+        ({"expect_status": 600}, "expect-status is 600"),
     ],
 )
 def test_refuses_invalid_parameters(kwargs, message):
