@@ -102,7 +102,18 @@ class Supervisor:
             env["PATH"] = f"{self.path_prefix}:{env['PATH']}"
         cwd = self.host_path(spec.get("working-dir") or "/")
         log = open(self.log_dir / f"{service.name}.log", "ab")  # noqa: SIM115
-        service.process = subprocess.Popen(
+        try:
+            service.process = self._popen(spec, env, cwd, log)
+        except (OSError, ValueError) as e:  # what Pebble reports when it cannot exec
+            raise _change_error(service.name, f"cannot start service: {e}") from None
+        finally:
+            log.close()
+        service.starts += 1
+        service.exit_code = None
+        self.pids.append(service.process.pid)
+
+    def _popen(self, spec: dict[str, Any], env: dict, cwd: str, log: Any) -> subprocess.Popen:
+        return subprocess.Popen(
             self.argv(spec["command"]),
             cwd=cwd if os.path.isdir(cwd) else None,
             env=env,
@@ -111,10 +122,6 @@ class Supervisor:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, as Pebble does
         )
-        log.close()
-        service.starts += 1
-        service.exit_code = None
-        self.pids.append(service.process.pid)
 
     # ------------------------------------------------------------ Pebble operations
 
