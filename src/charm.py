@@ -154,12 +154,17 @@ class K6Charm(ops.CharmBase):
         network = self.model.get_binding(PEER).network  # type: ignore[union-attr]
         return str(network.bind_address), k6.endpoint_of(str(network.ingress_address))
 
-    def _observe(self, check_service: bool = False) -> Observed:
-        """Snapshot of everything the protocol decides on."""
+    def _units(self) -> dict[str, UnitData]:
+        """Every present unit's report, this one included."""
         relation = self._peers
         units = {self.unit.name: self._unit_data()}
         if relation is not None:
             units.update({u.name: relation.load(UnitData, u) for u in relation.units})
+        return units
+
+    def _observe(self, check_service: bool = False) -> Observed:
+        """Snapshot of everything the protocol decides on."""
+        units = self._units()
         mine = units[self.unit.name]
         running = False
         if check_service or mine.status in (protocol.PENDING, protocol.BUSY):
@@ -674,7 +679,7 @@ class K6Charm(ops.CharmBase):
                 text += f"; last run {last['run_id']} {last['outcome']}"
             event.add_status(ops.ActiveStatus(text))
             return
-        units = self._observe().units
+        units = self._units()
         total = len(run.participants)
         if run.phase == protocol.ARMING:
             armed = protocol.arming_count(run, units)
