@@ -536,7 +536,8 @@ class K6Charm(ops.CharmBase):
                 params.method,
                 params.expect_status,
             )
-            return sources.Script(quicktest.QUICK_TEST_NAME, text, "quick", config.env)
+            expected = float(quicktest.duration_seconds(params.duration))
+            return sources.Script(quicktest.QUICK_TEST_NAME, text, "quick", config.env, expected)
         return sources.from_config(config.load_test, config.env)
 
     def _provided(self) -> dict[str, ProvidedTests]:
@@ -560,6 +561,7 @@ class K6Charm(ops.CharmBase):
             deadline=now + config.arm_timeout,
             environment=dict(script.environment),
             thresholds=thresholds,
+            expected_s=script.expected_s,
         )
 
     def _report_start(self, event: ops.ActionEvent, run: Run) -> None:
@@ -687,7 +689,9 @@ class K6Charm(ops.CharmBase):
         elif run.phase == protocol.RUNNING:
             running = total - protocol.finished_count(run, units)
             started = protocol.started_at(run)
-            elapsed = f", {time.time() - started:.0f}s elapsed" if started else ""
+            elapsed = f", {time.time() - started:.0f}s" if started else ""
+            if elapsed and run.expected_s:
+                elapsed += f" of {run.expected_s:.0f}s"
             event.add_status(ops.ActiveStatus(f"running {running}/{total} units{elapsed}"))
         else:
             done = protocol.finished_count(run, units)

@@ -88,6 +88,7 @@ class Run:
     resumed: Mapping[str, Sequence[float | None]] = field(default_factory=dict)
     reason: str = ""
     stop_deadline: float | None = None
+    expected_s: float | None = None
 
     def __post_init__(self):
         if self.phase not in PHASES:

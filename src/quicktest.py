@@ -63,6 +63,12 @@ def validate_url(url: str) -> str:
     return url
 
 
+def duration_seconds(duration: str) -> Decimal:
+    """Seconds in a (validated) k6 duration."""
+    parts = _DURATION_PART_RE.findall(duration)
+    return sum((Decimal(number) * _UNIT_MS[unit] for number, unit in parts), Decimal(0)) / 1000
+
+
 def validate_duration(duration: str) -> str:
     """A k6 duration such as `30s`, `2m`, `1h30m`, `1500ms`: from 1s to 24h."""
     if not _DURATION_RE.fullmatch(duration):
@@ -70,9 +76,7 @@ def validate_duration(duration: str) -> str:
             f"duration {duration!r} is not a k6 duration: use a number with a unit "
             "(h, m, s, ms), e.g. 30s, 2m, 1h30m, 1500ms"
         )
-    total_ms = sum(
-        Decimal(number) * _UNIT_MS[unit] for number, unit in _DURATION_PART_RE.findall(duration)
-    )
+    total_ms = duration_seconds(duration) * 1000
     if total_ms < MIN_DURATION_MS:
         raise ValueError(f"duration {duration!r} is shorter than k6's minimum of 1s")
     if total_ms > MAX_DURATION_MS:

@@ -28,6 +28,7 @@ class Script:
     text: str
     source: str  # "config", "inline", "quick", or "app:<name>"
     environment: Mapping[str, str] = field(default_factory=dict)
+    expected_s: float | None = None  # how long it runs, where the charm knows it
 
     @property
     def sha256(self) -> str:

@@ -10,7 +10,7 @@ from tests.e2e import scripts
 from tests.emulator.model import Model
 from tests.emulator.target import Target
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(60)
 
 
 def configure(target: Target, script: str) -> dict:

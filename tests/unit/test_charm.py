@@ -388,7 +388,7 @@ def test_leader_resumes_everyone_when_the_last_participant_reports_busy(tmp_path
     assert set(app_of(out)["run"]["resumed"]) == {"k6/0", "k6/1"}
     assert out.app_status.name == "active"
     assert out.app_status.message.startswith("running 2/2 units, ")
-    assert out.app_status.message.endswith("s elapsed")
+    assert out.app_status.message.endswith("s")
 
 
 def test_failed_resume_aborts_the_run(tmp_path):
@@ -717,6 +717,9 @@ def test_start_with_url_renders_a_quick_test(tmp_path, fake_k6):
     script = (tmp_path / "work" / "tests" / "quick-test.js").read_text()
     assert '"http://127.0.0.1:9/x"' in script
     assert app_of(out)["run"]["source"] == "quick"
+    assert app_of(out)["run"]["expected_s"] == 30.0
+    assert out.app_status.message.startswith("running 1/1 units, ")
+    assert out.app_status.message.endswith("s of 30s")
 
 
 def test_list_shows_related_tests_and_notes_unusable_providers(tmp_path):

@@ -149,8 +149,7 @@ def test_shell_line_runs_k6_then_notifies_pebble_with_run_id_and_exit_code():
     k6_part, _, notify_part = line[len(PREFIX) :].partition(AFTER_K6)
     assert shlex.split(k6_part) == command.k6_argv()
     assert notify_part == (
-        "trap '' TERM; /charm/bin/pebble notify k6.com/done run_id=r1 exit_code=$code; "
-        "exit $code"
+        "trap '' TERM; /charm/bin/pebble notify k6.com/done run_id=r1 exit_code=$code; exit $code"
     )
 
 
