@@ -38,3 +38,24 @@ export const options = {{
 }};
 export default function () {{ http.get(`${{__ENV.TARGET}}/`, {{ {HEADER} }}); }}
 """
+
+
+def paced_iterations(iterations: int, vus: int, sleep: float, failing: bool = False) -> str:
+    """Exactly `iterations` iterations, each followed by a sleep, so the run lasts a while.
+
+    Each iteration sends one request, or with `failing` two: one answered 200, one 500.
+    """
+    fail = f"http.get(`${{__ENV.TARGET}}/status/500`, {{ {HEADER} }});" if failing else ""
+    return f"""
+import http from 'k6/http';
+import {{ sleep }} from 'k6';
+export const options = {{
+  scenarios: {{ s: {{ executor: 'shared-iterations', vus: {vus}, iterations: {iterations},
+                     maxDuration: '30s' }} }},
+}};
+export default function () {{
+  http.get(`${{__ENV.TARGET}}/`, {{ {HEADER} }});
+  {fail}
+  sleep({sleep});
+}}
+"""

@@ -65,27 +65,6 @@ def logging_relation(url: str) -> testing.Relation:
     )
 
 
-def paced_iterations(iterations: int, vus: int, sleep: float, failing: bool = False) -> str:
-    """Exactly `iterations` iterations, each followed by a sleep, so the run lasts a while.
-
-    Each iteration sends one request, or with `failing` two: one answered 200, one 500.
-    """
-    fail = f"http.get(`${{__ENV.TARGET}}/status/500`, {{ {scripts.HEADER} }});" if failing else ""
-    return f"""
-import http from 'k6/http';
-import {{ sleep }} from 'k6';
-export const options = {{
-  scenarios: {{ s: {{ executor: 'shared-iterations', vus: {vus}, iterations: {iterations},
-                     maxDuration: '30s' }} }},
-}};
-export default function () {{
-  http.get(`${{__ENV.TARGET}}/`, {{ {scripts.HEADER} }});
-  {fail}
-  sleep({sleep});
-}}
-"""
-
-
 def value(result: list[dict]) -> float | None:
     """The value of a one-series instant result (None when empty)."""
     assert len(result) <= 1, result
@@ -183,7 +162,7 @@ def test_dashboard_queries_run_on_prometheus_and_totals_match_the_run(
     relation = remote_write_relation(prometheus.remote_write_url)
     # 20 iterations per unit, 0.4 s apart: long enough for two remote-write pushes (every 5 s),
     # so rate() has two samples per series. Every iteration: one request OK, one answered 500.
-    script = paced_iterations(60, vus=3, sleep=0.4, failing=True)
+    script = scripts.paced_iterations(60, vus=3, sleep=0.4, failing=True)
     model = make_model(UNITS, configure(target, script), relations=[relation])
 
     last = run_to_end(model)

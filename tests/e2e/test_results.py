@@ -15,27 +15,6 @@ ITERATIONS = 90
 REPORT_PATH = f"{k6.WORKDIR}/{k6.REPORT_FILE}"
 
 
-def paced_iterations(iterations: int, vus: int, sleep: float) -> str:
-    """Exactly `iterations` requests in total, slow enough for every unit to last over 1 s.
-
-    k6 skips the HTML report of a run that is too short ("The test run was short, report
-    generation was skipped (not enough data)", measured for a run of a few ms, whatever
-    K6_WEB_DASHBOARD_PERIOD), so a report test needs each unit's part to take a while.
-    """
-    return f"""
-import http from 'k6/http';
-import {{ sleep }} from 'k6';
-export const options = {{
-  scenarios: {{ s: {{ executor: 'shared-iterations', vus: {vus}, iterations: {iterations},
-                     maxDuration: '30s' }} }},
-}};
-export default function () {{
-  http.get(`${{__ENV.TARGET}}/`, {{ {scripts.HEADER} }});
-  sleep({sleep});
-}}
-"""
-
-
 def table_rows(table: str) -> dict[str, list[str]]:
     """The results table's rows by their first cell (units and TOTAL), cells split on spaces."""
     rows = {}
@@ -47,7 +26,9 @@ def table_rows(table: str) -> dict[str, list[str]]:
 
 
 def test_results_table_and_totals_equal_the_requests_the_target_received(make_model, target):
-    model = make_model(UNITS, configure(target, paced_iterations(ITERATIONS, 3, sleep=0.05)))
+    model = make_model(
+        UNITS, configure(target, scripts.paced_iterations(ITERATIONS, 3, sleep=0.05))
+    )
     last = run_to_end(model)
 
     result = model.action(model.leader, "results")
@@ -80,7 +61,7 @@ def test_results_table_and_totals_equal_the_requests_the_target_received(make_mo
 
 
 def test_each_unit_exported_a_real_html_report(make_model, target):
-    model = make_model(UNITS, configure(target, paced_iterations(30, 3, sleep=0.15)))
+    model = make_model(UNITS, configure(target, scripts.paced_iterations(30, 3, sleep=0.15)))
     run_to_end(model)
 
     result = model.action(model.leader, "results")
