@@ -215,8 +215,12 @@ def decide_leader(o: Observed) -> list[Action]:
     if run.phase == ARMING:
         return _decide_arming(o, run, present, departed)
     finished = [p for p in present if o.units[p].finished(run.run_id)]
-    never_armed = [p for p in present if run.phase == STOPPING and o.units[p].run_id != run.run_id]
-    waiting = [p for p in present if p not in finished and p not in never_armed]
+    # Reporting on another run: when stopping, a unit that never armed (nothing to wait for);
+    # when running (every participant was armed at the resume), not the unit that armed: lost.
+    absent = [p for p in present if o.units[p].run_id != run.run_id]
+    if run.phase == RUNNING:
+        departed = departed + absent
+    waiting = [p for p in present if p not in finished and p not in absent]
     if not waiting:
         return [Finish(lost=tuple(departed))]
     if run.stop_deadline is not None and o.now > run.stop_deadline:

@@ -143,6 +143,7 @@ class Model:
     # ------------------------------------------------------------ units
 
     def _add_unit(self, index: int) -> Unit:
+        self._next_index = max(getattr(self, "_next_index", 0), index + 1)  # Juju never reuses
         workdir = self.tmp / f"unit-{index}" / "work"
         notices = self.tmp / f"unit-{index}" / "notices"
         logs = self.tmp / f"unit-{index}" / "logs"
@@ -380,7 +381,7 @@ class Model:
 
     def add_unit(self) -> Unit:
         """Scale up by one: relation-joined on both sides."""
-        unit = self._add_unit(max(self.units) + 1)
+        unit = self._add_unit(self._next_index)
         self._enqueue(unit, "pebble_ready")
         for other in self.units.values():
             if other is not unit:

@@ -487,13 +487,6 @@ def test_running_run_whose_participants_all_departed_finishes_with_all_lost():
     assert protocol.decide_leader(observed(run, {"k6/5": idle()})) == [Finish(lost=UNITS)]
 
 
-def test_running_run_still_waits_for_a_participant_that_never_armed():
-    run = make_run(RUNNING)
-    units = {"k6/0": done("k6/0"), "k6/1": done("k6/1"), "k6/2": idle()}
-
-    assert protocol.decide_leader(observed(run, units)) == []
-
-
 def test_stopping_run_waits_for_armed_units_before_the_stop_deadline():
     run = make_run(STOPPING, reason=STOPPED_BY_USER, stop_deadline=NOW + 60)
     units = {"k6/0": done("k6/0", exit_code=103), "k6/1": armed("k6/1"), "k6/2": pending("k6/2")}
@@ -944,3 +937,12 @@ def test_last_run_record_of_a_run_never_resumed_has_no_start_duration_or_spread(
     assert record["duration_s"] is None
     assert record["spread_ms"] is None
     assert record["units"]["k6/1"]["exit_code"] == 105
+
+
+def test_running_participant_reporting_on_another_run_is_recorded_lost():
+    run = make_run(RUNNING)
+    units = {"k6/0": done("k6/0"), "k6/1": done("k6/1"), "k6/2": idle()}
+
+    decision = protocol.decide_leader(observed(run, units))
+
+    assert decision == [protocol.Finish(lost=("k6/2",))]
