@@ -488,13 +488,7 @@ def measure_size(proxy: ProxyProcess, fleet: Fleet, repetitions: int) -> dict[st
 
 
 def _raw_patch(endpoint: str) -> bytes:
-    payload = json.dumps(RESUME_BODY).encode()
-    head = (
-        f"PATCH {k6.STATUS_PATH} HTTP/1.1\r\nHost: {endpoint}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + payload
+    return k6.request_bytes("PATCH", endpoint, RESUME_BODY)
 
 
 @dataclass

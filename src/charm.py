@@ -167,7 +167,7 @@ class K6Charm(ops.CharmBase):
         units = self._units()
         mine = units[self.unit.name]
         running = False
-        if check_service or mine.status in (protocol.PENDING, protocol.BUSY):
+        if check_service or mine.live:
             running = self._service_running()
         return Observed(
             me=self.unit.name,
@@ -353,8 +353,7 @@ class K6Charm(ops.CharmBase):
         if event.notice.key == k6.NOTICE_KEY:
             data = dict(event.notice.last_data)
             mine = self._unit_data()
-            live = mine.status in (protocol.PENDING, protocol.BUSY)
-            if self._peers is not None and live and data.get("run_id") == mine.run_id:
+            if self._peers is not None and mine.live and data.get("run_id") == mine.run_id:
                 self._collect(mine.run_id, stop_service=False, notice=data)
             else:
                 logger.info("ignoring done-notice for run %s", data.get("run_id"))
@@ -430,7 +429,7 @@ class K6Charm(ops.CharmBase):
             for p in run.participants
             if p in observed.units
             and observed.units[p].run_id == run.run_id
-            and observed.units[p].status in (protocol.PENDING, protocol.BUSY)
+            and observed.units[p].live
             and observed.units[p].endpoint
         ]
         if endpoints:

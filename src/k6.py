@@ -252,7 +252,8 @@ class ResumeResult:
         return self.error is None and self.acked is not None
 
 
-def _request_bytes(method: str, endpoint: str, body: dict) -> bytes:
+def request_bytes(method: str, endpoint: str, body: dict) -> bytes:
+    """One pre-encoded HTTP/1.1 request to the k6 status endpoint."""
     payload = json.dumps(body).encode()
     head = (
         f"{method} {STATUS_PATH} HTTP/1.1\r\nHost: {endpoint}\r\n"
@@ -299,7 +300,7 @@ def resume_all(
             socks[i] = _connect(endpoint, timeout, connect_retries)
         except OSError as e:
             results[i].error = f"connect failed: {e}"
-    payloads = {i: _request_bytes("PATCH", endpoints[i], _RESUME_BODY) for i in socks}
+    payloads = {i: request_bytes("PATCH", endpoints[i], _RESUME_BODY) for i in socks}
     sent_ok: dict[int, socket.socket] = {}
     try:
         for i, sock in socks.items():  # the fan-out: nothing else in this loop

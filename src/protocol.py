@@ -58,6 +58,11 @@ class UnitData:
     summary: dict[str, Any] | None = None
     report: str = ""
 
+    @property
+    def live(self) -> bool:
+        """k6 started for `run_id` and not yet reported ended (arming or busy)."""
+        return self.status in (PENDING, BUSY)
+
     def armed_for(self, run_id: str) -> bool:
         """Paused and ready (or already resumed) for this run."""
         return self.status == BUSY and self.run_id == run_id
@@ -191,7 +196,7 @@ def decide_unit(o: Observed) -> list[Action]:
     if active_mine and run is not None:
         if run.phase == ARMING and mine.run_id != run.run_id:
             return [Arm(run)]
-        if mine.run_id == run.run_id and mine.status in (PENDING, BUSY):
+        if mine.run_id == run.run_id and mine.live:
             if run.phase == STOPPING and o.service_running:
                 return [Collect(run.run_id, stop_service=True)]
             if not o.service_running:
@@ -200,7 +205,7 @@ def decide_unit(o: Observed) -> list[Action]:
                 return [Recheck(run.run_id)]
         return []
     # No run for me: nothing may keep running, nothing may stay busy.
-    if mine.status in (PENDING, BUSY) or o.service_running:
+    if mine.live or o.service_running:
         return [Collect(mine.run_id, stop_service=o.service_running)]
     return []
 
