@@ -1,0 +1,83 @@
+"""`tox -e soak`: the property exploration split into seeded shards run side by side.
+
+Each shard is one pytest process over tests/e2e/test_properties.py with its own hypothesis seed
+and its own loopback address range, so N shards explore N different parts of the schedule space
+and together run `--examples` schedules. Exit status: non-zero if any shard failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shard_env(shard: int, examples: int) -> dict[str, str]:
+    """The environment of one shard: its seed, its share of examples, its address range."""
+    return {
+        **os.environ,
+        "K6K8S_SOAK_SHARD": str(shard),
+        "K6K8S_SOAK_EXAMPLES": str(examples),
+        "K6EMU_ADDRESS_BASE": f"127.0.{40 + shard}.1",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the shards in parallel, wait for all, print one line per shard."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--examples", type=int, default=20000, help="schedules in total")
+    parser.add_argument("--shards", type=int, default=3, help="parallel pytest processes")
+    parser.add_argument("--log-dir", type=Path, default=ROOT / ".soak")
+    args = parser.parse_args(argv)
+    args.log_dir.mkdir(exist_ok=True)
+    share = -(-args.examples // args.shards)  # ceiling: the total is at least --examples
+    started = time.monotonic()
+    procs = []
+    for shard in range(1, args.shards + 1):
+        log = args.log_dir / f"shard-{shard}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "tests/e2e/test_properties.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--hypothesis-show-statistics",
+        ]
+        with log.open("w") as out:
+            procs.append(
+                (
+                    shard,
+                    log,
+                    subprocess.Popen(
+                        cmd,
+                        cwd=ROOT,
+                        env=shard_env(shard, share),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+            )
+        print(f"shard {shard}: {share} schedules, seed {shard}, log {log}", flush=True)
+    failed = 0
+    for shard, log, proc in procs:
+        code = proc.wait()
+        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        print(f"shard {shard}: exit {code}: {tail[0]}", flush=True)
+        failed += code != 0
+    minutes = (time.monotonic() - started) / 60
+    print(
+        f"soak: {share * args.shards} schedules in {args.shards} shards, {minutes:.1f} min, "
+        f"{'FAILED' if failed else 'clean'}"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
