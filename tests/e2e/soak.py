@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             "-p",
             "no:cacheprovider",
             "--hypothesis-show-statistics",
+            f"--basetemp={args.log_dir / f'shard-{shard}-tmp'}",  # not pruned by other pytests
         ]
         with log.open("w") as out:
             procs.append(
@@ -65,9 +67,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         print(f"shard {shard}: {share} schedules, seed {shard}, log {log}", flush=True)
+    try:
+        for _, _, proc in procs:
+            proc.wait()
+    except KeyboardInterrupt:  # let each pytest run its teardown: no stand-in left behind
+        for _, _, proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for _, _, proc in procs:
+            proc.wait()
     failed = 0
     for shard, log, proc in procs:
-        code = proc.wait()
+        code = proc.returncode
         tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
         print(f"shard {shard}: exit {code}: {tail[0]}", flush=True)
         failed += code != 0
