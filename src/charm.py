@@ -268,14 +268,16 @@ class K6Charm(ops.CharmBase):
             report.error = f"workload container unreachable: {e}"
             self._save_unit(report)
             return
-        self._save_unit(self._ready_report(report, endpoint))
+        self._save_unit(self._ready_report(report, bind))
 
-    def _ready_report(
-        self, report: UnitData, endpoint: str, wait: float | None = None
-    ) -> UnitData:
-        """Busy once the local k6 is paused before the run; pending while it initializes."""
+    def _ready_report(self, report: UnitData, bind: str, wait: float | None = None) -> UnitData:
+        """Busy once the local k6 is paused before the run; pending while it initializes.
+
+        The unit asks its own k6 where k6 listens (the bind address); the leader uses the
+        published ingress endpoint.
+        """
         wait = ARM_WAIT_SECONDS if wait is None else wait
-        status = k6.wait_ready(endpoint, wait, alive=self._service_running)
+        status = k6.wait_ready(k6.endpoint_of(bind), wait, alive=self._service_running)
         if status is not None and status.ready:
             report.status = protocol.BUSY
         elif self._service_running():
@@ -287,7 +289,7 @@ class K6Charm(ops.CharmBase):
     def _recheck(self, run_id: str) -> None:
         """Probe the local k6 again (it was still initializing when we last looked)."""
         mine = self._unit_data()
-        self._save_unit(self._ready_report(mine, mine.endpoint, RECHECK_WAIT_SECONDS))
+        self._save_unit(self._ready_report(mine, self._endpoint()[0], RECHECK_WAIT_SECONDS))
 
     def _collect(self, run_id: str, stop_service: bool, notice: dict | None = None) -> None:
         """The local k6 has ended (or is stopped now): record its exit and go idle."""

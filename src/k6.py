@@ -299,7 +299,7 @@ def resume_all(
         try:
             socks[i] = _connect(endpoint, timeout, connect_retries)
         except OSError as e:
-            results[i].error = f"connect failed: {e}"
+            results[i].error = f"connect failed after {connect_retries + 1} attempts: {e}"
     payloads = {i: request_bytes("PATCH", endpoints[i], _RESUME_BODY) for i in socks}
     sent_ok: dict[int, socket.socket] = {}
     try:

@@ -181,6 +181,24 @@ def test_new_leader_carries_the_run_to_its_end(make_model, target, when):
     assert_all_idle(model)
 
 
+def test_new_leader_finishes_a_stop_the_old_leader_began(make_model, target):
+    model = make_model(3, configure(target, scripts.constant_vus(3, "30s")))
+    run_id = model.action(0, "start").results["run-id"]
+    model.settle(lambda: phase(model) == "running", timeout=30)
+    assert model.action(0, "stop").ok
+    assert phase(model) == "stopping"
+
+    model.elect(1)  # before any unit has seen the stop
+    elected_at = len(model.hooks)
+    model.settle(lambda: model.run_ended(run_id), timeout=40)
+
+    last = model.app["last_run"]
+    assert (last["outcome"], last["reason"]) == ("stopped", "stopped by user")
+    assert [h.unit for h in model.hooks[elected_at:] if "last_run" in h.app_keys] == ["k6/1"]
+    assert not any(r["lost"] for r in last["units"].values())
+    assert_all_idle(model)
+
+
 def test_leader_removed_mid_run_the_new_leader_records_it_lost(make_model, target):
     model = make_model(3, configure(target, scripts.constant_vus(3, "3s")))
     run_id = model.action(0, "start").results["run-id"]
@@ -382,6 +400,30 @@ def test_stop_through_a_units_api_by_someone_else_fails_the_run_naming_it(make_m
     last = model.app["last_run"]
     assert (last["outcome"], last["reason"]) == ("failed", "k6/1 (exit code 103)")
     assert last["units"]["k6/0"]["exit_code"] == 0
+    assert_all_idle(model)
+
+
+def test_resume_that_cannot_reach_one_unit_stops_every_unit(make_model, target):
+    model = make_model(3, configure(target, scripts.constant_vus(3, "30s")))
+    # k6/2 arms and answers on its own address, but the others reach it at a dead one
+    model.units[2].ingress = unit_address(80)
+    run_id = model.action(0, "start").results["run-id"]
+    model.settle(lambda: model.run_ended(run_id), timeout=40)
+
+    last = model.app["last_run"]
+    assert last["outcome"] == "failed"
+    assert last["reason"].startswith(
+        "resume failed: k6/2: connect failed after 3 attempts: "  # bounded: 1 try, 2 retries
+    ), last["reason"]
+    assert model.unit_view(2)["endpoint"] == f"{unit_address(80)}:{k6.PORT}"
+    assert last["units"]["k6/2"]["resume"] == [None, None]  # never sent
+    assert all(last["units"][u]["resume"][1] for u in ("k6/0", "k6/1"))  # acked, then stopped
+    assert {u: r["exit_code"] for u, r in last["units"].items()} == {
+        "k6/0": k6.EXIT_STOPPED_API,  # the leader stops the reachable ones through their API
+        "k6/1": k6.EXIT_STOPPED_API,
+        "k6/2": k6.EXIT_SIGTERM,  # the cut-off unit stops its own k6 when it sees `stopping`
+    }
+    assert "k6/2" not in target.stats()["by_unit"]
     assert_all_idle(model)
 
 

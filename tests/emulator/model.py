@@ -89,6 +89,8 @@ class Unit:
     queue: deque[_Queued] = field(default_factory=deque)
     status: str = ""
     can_connect: bool = True
+    # the address the other units reach it at (its own address unless a test cuts it off)
+    ingress: str = ""
 
 
 class Model:
@@ -205,7 +207,7 @@ class Model:
         network = testing.Network(
             "k6",
             bind_addresses=[testing.BindAddress([testing.Address(unit.address)])],
-            ingress_addresses=[unit.address],
+            ingress_addresses=[unit.ingress or unit.address],
             egress_subnets=[f"{unit.address}/32"],
         )
         return testing.State(
