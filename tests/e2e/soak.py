@@ -28,6 +28,15 @@ def shard_env(shard: int, examples: int) -> dict[str, str]:
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _interruptible() -> None:
+    """In a shard: SIGINT interrupts (a background job starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the shards in parallel, wait for all, print one line per shard."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -38,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args.log_dir.mkdir(exist_ok=True)
     share = -(-args.examples // args.shards)  # ceiling: the total is at least --examples
     started = time.monotonic()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # either one: the shards tear down cleanly
+        signal.signal(signum, _interrupt)
     procs = []
     for shard in range(1, args.shards + 1):
         log = args.log_dir / f"shard-{shard}.log"
@@ -63,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         env=shard_env(shard, share),
                         stdout=out,
                         stderr=subprocess.STDOUT,
+                        preexec_fn=_interruptible,
                     ),
                 )
             )
