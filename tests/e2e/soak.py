@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +27,19 @@ def shard_env(shard: int, examples: int) -> dict[str, str]:
         "K6K8S_SOAK_EXAMPLES": str(examples),
         "K6EMU_ADDRESS_BASE": f"127.0.{40 + shard}.1",
     }
+
+
+def replay(text: str) -> int:
+    """Run one schedule as hypothesis printed it; print what it broke."""
+    from tests.e2e.test_properties import parse_schedule, run_schedule
+
+    with tempfile.TemporaryDirectory(prefix="k6-replay-") as tmp:
+        checker = run_schedule(parse_schedule(text), Path(tmp))
+    print(f"runs started {checker.started}, ended {sorted(checker.ended)}")
+    for violation in checker.violations:
+        print(f"VIOLATION {violation}")
+    print("replay: " + ("FAILED" if checker.violations else "clean"))
+    return 1 if checker.violations else 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -43,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=20000, help="schedules in total")
     parser.add_argument("--shards", type=int, default=3, help="parallel pytest processes")
     parser.add_argument("--log-dir", type=Path, default=ROOT / ".soak")
+    parser.add_argument("--replay", metavar="SCHEDULE", help="run one printed schedule again")
     args = parser.parse_args(argv)
+    if args.replay:
+        try:
+            return replay(args.replay)
+        except ValueError as e:
+            parser.error(str(e))
     args.log_dir.mkdir(exist_ok=True)
     share = -(-args.examples // args.shards)  # ceiling: the total is at least --examples
     started = time.monotonic()

@@ -3,11 +3,14 @@
 The k6 processes here are a TEST DOUBLE (tests/support/k6_standin.py: k6's REST API and exit
 codes, no load) so that hundreds of runs fit in minutes; real k6 runs in every other e2e test.
 Invariants are checked after every hook; a failing schedule is shrunk by hypothesis and printed
-with its seed, replayable with `K6K8S_REPLAY='<printed schedule>'`.
+(`Falsifying example: ...(schedule=Schedule(...))`); run it again on its own with
+`python -m tests.e2e.soak --replay 'Schedule(...)'` (or replay hypothesis' exact bytes with the
+printed `@reproduce_failure` blob).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -81,6 +84,36 @@ def schedules(draw) -> Schedule:
         faults=faults,
         ops=tuple(draw(st.lists(ops, min_size=1, max_size=8))),
     )
+
+
+_BUILDERS = {"Schedule": Schedule, "UnitFaults": UnitFaults}
+
+
+def parse_schedule(text: str) -> Schedule:
+    """A schedule as hypothesis prints it (`schedule=Schedule(units=2, ...)`), without eval."""
+
+    def value(node: ast.expr):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Tuple | ast.List):
+            return tuple(value(e) for e in node.elts)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _BUILDERS
+            and not node.args
+        ):
+            return _BUILDERS[node.func.id](**{k.arg: value(k.value) for k in node.keywords})
+        raise ValueError(f"not part of a printed schedule: {ast.unparse(node)}")
+
+    text = text.strip().removeprefix("schedule=").rstrip(",")
+    try:
+        schedule = value(ast.parse(text, mode="eval").body)
+    except (SyntaxError, TypeError) as e:
+        raise ValueError(f"not a printed schedule: {e}") from e
+    if not isinstance(schedule, Schedule):
+        raise ValueError("not a printed schedule: expected Schedule(...)")
+    return schedule
 
 
 # ------------------------------------------------------------------ invariants
@@ -299,3 +332,34 @@ def test_every_schedule_keeps_the_invariants(schedule: Schedule, tmp_path_factor
     checker = run_schedule(schedule, tmp_path_factory.mktemp("schedule"))
 
     assert checker.violations == [], f"seed {schedule.seed}: {checker.violations}"
+
+
+def test_a_printed_schedule_parses_back_and_replays(tmp_path):
+    schedule = Schedule(
+        units=2,
+        seed=7,
+        faults=(UnitFaults(), UnitFaults(exit_code=99), UnitFaults()),
+        ops=(("start",), ("hooks", 3), ("kill", 1), ("stop",)),
+    )
+
+    replayed = parse_schedule(f"schedule={schedule!r},")
+    checker = run_schedule(replayed, tmp_path)
+
+    assert replayed == schedule
+    assert checker.violations == []
+    assert checker.started and set(checker.started) == set(checker.ended)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os').system('touch /tmp/pwned')",
+        "Schedule(units=1, seed=0, faults=(), ops=(open('/etc/passwd'),))",
+        "UnitFaults()",
+        "Schedule(units=1",
+        "Schedule(1, 2, (), ())",
+    ],
+)
+def test_anything_but_a_printed_schedule_is_refused(text):
+    with pytest.raises(ValueError, match="not a printed schedule|not part of a printed schedule"):
+        parse_schedule(text)
