@@ -141,6 +141,8 @@ class Checker:
                 # the start of the hook that armed it: a leader arms and resumes in one hook
                 self.busy_at.setdefault((unit.name, data["run_id"]), hook.started)
         run = model.app.get("run")
+        if run and hook.event == "update_status" and hook.unit == model.leader_unit.name:
+            self._check_deadlines(hook, model, run)
         before = self.active
         if before and run and before["run_id"] != run["run_id"]:
             self.fail(f"(e) run {run['run_id']} replaced active run {before['run_id']}")
@@ -151,6 +153,20 @@ class Checker:
         if run and not before:
             self.started.append(run["run_id"])
         self.active = run
+
+    def _check_deadlines(self, hook: Hook, model: Model, run: dict) -> None:
+        """(b) the leader's first update-status past a deadline acts on it.
+
+        Past the arm deadline the run leaves `arming` (resumed or aborted); past the stop
+        deadline a stopping run ends, recording whoever never reported as lost.
+        """
+        now = hook.started + model.clock_offset  # the charm's clock when the hook began
+        late = f"after the leader's update-status at {now:.1f}"
+        if run["phase"] == "arming" and now > run["deadline"]:
+            self.fail(f"(b) run {run['run_id']} still arming {late}, deadline {run['deadline']}")
+        stop = run.get("stop_deadline")
+        if run["phase"] == "stopping" and stop is not None and now > stop:
+            self.fail(f"(b) run {run['run_id']} still stopping {late}, stop deadline {stop}")
 
     def _check_resume(self, model: Model, run: dict) -> None:
         """(a) every participant was armed for this run when the leader resumed."""
