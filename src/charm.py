@@ -406,7 +406,9 @@ class K6Charm(ops.CharmBase):
         order = list(endpoints)
         outcomes = k6.resume_all([endpoints[p] for p in order])
         by_unit = dict(zip(order, outcomes, strict=True))
-        failed = {p: r.error for p, r in by_unit.items() if not r.ok}
+        failed = {
+            p: r.error or "not acknowledged" for p, r in by_unit.items() if not (r.ok or r.skipped)
+        }
         run = self._run()
         assert run is not None
         acks = {p: [r.sent, r.acked] for p, r in by_unit.items()}

@@ -245,6 +245,7 @@ class ResumeResult:
     sent: float | None = None
     acked: float | None = None
     error: str | None = None
+    skipped: bool = False  # not sent: another endpoint could not be reached (all or nobody)
 
     @property
     def ok(self) -> bool:
@@ -291,7 +292,8 @@ def resume_all(
 
     The requests are pre-encoded and the connections already open when the fan-out starts, so
     the last request leaves microseconds after the first (an HTTP client library costs a few
-    hundred microseconds per request, which at 64 units is the whole skew budget).
+    hundred microseconds per request, which at 64 units is the whole skew budget). If any
+    endpoint cannot be connected, nobody is resumed: a partial start is not a synchronized one.
     """
     results = [ResumeResult(e) for e in endpoints]
     socks: dict[int, socket.socket] = {}
@@ -300,6 +302,11 @@ def resume_all(
             socks[i] = _connect(endpoint, timeout, connect_retries)
         except OSError as e:
             results[i].error = f"connect failed after {connect_retries + 1} attempts: {e}"
+    if len(socks) < len(endpoints):
+        for i, sock in socks.items():
+            sock.close()
+            results[i].skipped = True
+        return results
     payloads = {i: request_bytes("PATCH", endpoints[i], _RESUME_BODY) for i in socks}
     sent_ok: dict[int, socket.socket] = {}
     try:

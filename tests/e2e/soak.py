@@ -8,6 +8,7 @@ and together run `--examples` schedules. Exit status: non-zero if any shard fail
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,6 +41,31 @@ def replay(text: str) -> int:
         print(f"VIOLATION {violation}")
     print("replay: " + ("FAILED" if checker.violations else "clean"))
     return 1 if checker.violations else 0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (k6 stand-ins run in their own sessions, like Pebble's)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found += [child, *_descendants(child)]
+    return found
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """Interrupt a shard so it tears down; past `grace`, kill it and everything it started."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        for pid in [*_descendants(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -102,11 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _, _, proc in procs:
             proc.wait()
-    except KeyboardInterrupt:  # let each pytest run its teardown: no stand-in left behind
+    except KeyboardInterrupt:
         for _, _, proc in procs:
-            proc.send_signal(signal.SIGINT)
-        for _, _, proc in procs:
-            proc.wait()
+            _stop(proc)
     failed = 0
     for shard, log, proc in procs:
         code = proc.returncode

@@ -407,6 +407,25 @@ def test_failed_resume_aborts_the_run(tmp_path):
     assert run["reason"].startswith("resume failed: k6/0: connect failed")
 
 
+def test_resume_with_one_unreachable_unit_resumes_nobody_and_names_it(tmp_path, fake_k6):
+    context = ctx()
+    relation = peers(
+        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
+        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        others={1: unit_data(status="busy", run_id="r1", endpoint="127.0.0.1:1")},
+    )
+    st = state(tmp_path, relation, containers={running(tmp_path)})
+
+    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+
+    run = app_of(out)["run"]
+    assert run["phase"] == protocol.STOPPING
+    assert run["reason"].startswith("resume failed: k6/1: connect failed after 3 attempts: ")
+    assert "k6/0" not in run["reason"]
+    assert run["resumed"] == {"k6/0": [None, None], "k6/1": [None, None]}
+    assert {"paused": False} not in [p["data"]["attributes"] for p in fake_k6.patches]
+
+
 def test_arm_that_exits_quickly_reports_k6s_exit_code(tmp_path, monkeypatch):
     def exited_quickly(self, *names):
         raise pebble.ChangeError("cannot start service: exited quickly with code 107", None)

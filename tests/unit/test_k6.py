@@ -609,12 +609,19 @@ def test_resume_all_reports_connect_failed_for_an_unreachable_endpoint_after_ret
     by_endpoint = {r.endpoint: r for r in results}
     dead = by_endpoint[dead_endpoint]
     assert dead.error is not None and dead.error.startswith("connect failed after 3 attempts: ")
-    assert (dead.sent, dead.acked, dead.ok) == (None, None, False)
+    assert (dead.sent, dead.acked, dead.ok, dead.skipped) == (None, None, False, False)
     host, port = dead_endpoint.rsplit(":", 1)
     assert attempts.count((host, int(port))) == 3  # one try and two retries, then it gives up
     assert len(attempts) == 5  # the reachable ones connect at once
-    assert by_endpoint[first.endpoint].ok and by_endpoint[last.endpoint].ok
-    assert first.patch_bodies() == last.patch_bodies() == [RESUME_BODY]
+    # all or nobody: the reachable ones are not resumed either
+    for reachable in (by_endpoint[first.endpoint], by_endpoint[last.endpoint]):
+        assert (reachable.skipped, reachable.sent, reachable.error, reachable.ok) == (
+            True,
+            None,
+            None,
+            False,
+        )
+    assert first.patch_bodies() == last.patch_bodies() == []
 
 
 def test_resume_all_retries_a_refused_connect_until_k6_listens():
@@ -752,15 +759,21 @@ def test_resume_all_reports_a_connection_reset_while_waiting_for_the_answer(raw_
     assert result.sent is not None and not result.ok
 
 
-def test_resume_all_reports_a_send_to_a_connection_already_reset(raw_server, dead_endpoint):
+def test_resume_all_reports_a_send_to_a_connection_already_reset(raw_server, monkeypatch):
     server = raw_server(_reset)  # accept, then reset at once
+    connect = k6._connect
 
-    # The unreachable endpoint's connect retries give the reset time to arrive before the send.
-    reset, dead = k6.resume_all([server.endpoint, dead_endpoint], connect_retries=2)
+    def connect_then_wait(*args):
+        sock = connect(*args)
+        time.sleep(0.3)  # the reset arrives before the send
+        return sock
+
+    monkeypatch.setattr(k6, "_connect", connect_then_wait)
+
+    (reset,) = k6.resume_all([server.endpoint])
 
     assert reset.error is not None and reset.error.startswith("send failed: ")
-    assert (reset.sent, reset.acked) == (None, None)
-    assert dead.error is not None and dead.error.startswith("connect failed after 3 attempts: ")
+    assert (reset.sent, reset.acked, reset.skipped) == (None, None, False)
 
 
 # ============================================================ the real k6
