@@ -335,6 +335,18 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
     return checker
 
 
+SCHEDULES_RUN: list[int] = []  # the seed of every schedule the property test ran
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_schedule_ran(request):
+    """The promise of CI and the soak: EXAMPLES schedules really ran, not fewer."""
+    yield
+    if SCHEDULES_RUN and not request.session.testsfailed:
+        assert len(SCHEDULES_RUN) >= EXAMPLES, f"{len(SCHEDULES_RUN)} of {EXAMPLES} ran"
+        print(f"\n{len(SCHEDULES_RUN)} schedules ran (K6K8S_SOAK_EXAMPLES={EXAMPLES})")
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -345,6 +357,7 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
 @given(schedule=schedules())
 @hypothesis_seed(int(SHARD or 0))
 def test_every_schedule_keeps_the_invariants(schedule: Schedule, tmp_path_factory) -> None:
+    SCHEDULES_RUN.append(schedule.seed)
     checker = run_schedule(schedule, tmp_path_factory.mktemp("schedule"))
 
     assert checker.violations == [], f"seed {schedule.seed}: {checker.violations}"
