@@ -11,16 +11,14 @@ from ops import testing
 import k6
 import sources
 from tests.unit.test_charm import (
-    ENDPOINT,
     SCRIPT,
     app_of,
-    container,
     ctx,
     me_of,
+    participant_gets_done_notice,
     peers,
     run_dict,
     state,
-    unit_data,
 )
 
 URL = "http://127.0.0.1:9/"
@@ -217,19 +215,7 @@ def test_bad_expect_status_names_the_parameter_as_the_user_typed_it(tmp_path):
 
 
 def test_done_notice_with_an_unreadable_exit_code_is_reported_as_an_error(tmp_path):
-    notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "r1", "exit_code": "x;y"})
-    cont = container(tmp_path, notices=[notice])
-    relation = peers(
-        unit=1,
-        app={"status": "busy", "run": run_dict(phase="running"), "script": SCRIPT},
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-    )
-    context = ctx(1)
-
-    out = context.run(
-        context.on.pebble_custom_notice(cont, notice),
-        state(tmp_path, relation, leader=False, containers={cont}),
-    )
+    out = participant_gets_done_notice(tmp_path, "x;y")
 
     mine = me_of(out)
     assert (mine["status"], mine["run_id"], mine["exit_code"]) == ("idle", "r1", None)

@@ -372,16 +372,22 @@ def test_hostile_environment_value_stays_one_argument(tmp_path, fake_k6):
     assert argv[argv.index("-e") + 1] == f"EVIL={hostile}"
 
 
-def test_leader_resumes_everyone_when_the_last_participant_reports_busy(tmp_path, fake_k6):
+def leader_sees_every_participant_armed(
+    tmp_path, mine: str = ENDPOINT, other: str = ENDPOINT
+) -> testing.State:
+    """Run the leader's relation-changed from k6/1 when both units are armed for run r1."""
     context = ctx()
     relation = peers(
         app={"status": "busy", "run": run_dict(), "script": SCRIPT},
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-        others={1: unit_data(status="busy", run_id="r1", endpoint=ENDPOINT)},
+        me=unit_data(status="busy", run_id="r1", endpoint=mine),
+        others={1: unit_data(status="busy", run_id="r1", endpoint=other)},
     )
     st = state(tmp_path, relation, containers={running(tmp_path)})
+    return context.run(context.on.relation_changed(relation, remote_unit=1), st)
 
-    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+
+def test_leader_resumes_everyone_when_the_last_participant_reports_busy(tmp_path, fake_k6):
+    out = leader_sees_every_participant_armed(tmp_path)
 
     assert app_of(out)["run"]["phase"] == protocol.RUNNING
     assert len(fake_k6.patches) == 2
@@ -392,15 +398,7 @@ def test_leader_resumes_everyone_when_the_last_participant_reports_busy(tmp_path
 
 
 def test_failed_resume_aborts_the_run(tmp_path):
-    context = ctx()
-    relation = peers(
-        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
-        me=unit_data(status="busy", run_id="r1", endpoint="127.0.0.1:1"),
-        others={1: unit_data(status="busy", run_id="r1", endpoint="127.0.0.1:1")},
-    )
-    st = state(tmp_path, relation, containers={running(tmp_path)})
-
-    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+    out = leader_sees_every_participant_armed(tmp_path, "127.0.0.1:1", "127.0.0.1:1")
 
     run = app_of(out)["run"]
     assert run["phase"] == protocol.STOPPING
@@ -408,15 +406,7 @@ def test_failed_resume_aborts_the_run(tmp_path):
 
 
 def test_resume_with_one_unreachable_unit_resumes_nobody_and_names_it(tmp_path, fake_k6):
-    context = ctx()
-    relation = peers(
-        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-        others={1: unit_data(status="busy", run_id="r1", endpoint="127.0.0.1:1")},
-    )
-    st = state(tmp_path, relation, containers={running(tmp_path)})
-
-    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+    out = leader_sees_every_participant_armed(tmp_path, other="127.0.0.1:1")
 
     run = app_of(out)["run"]
     assert run["phase"] == protocol.STOPPING
@@ -487,6 +477,22 @@ def test_leader_aborts_on_update_status_after_the_arm_deadline(tmp_path, fake_k6
 # ------------------------------------------------------------------ done, stale, finish
 
 
+def participant_gets_done_notice(tmp_path, exit_code: str) -> testing.State:
+    """k6/1, busy in running run r1, gets k6's done-notice."""
+    notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "r1", "exit_code": exit_code})
+    cont = container(tmp_path, notices=[notice])
+    relation = peers(
+        unit=1,
+        app={"status": "busy", "run": run_dict(phase="running"), "script": SCRIPT},
+        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+    )
+    context = ctx(1)
+    return context.run(
+        context.on.pebble_custom_notice(cont, notice),
+        state(tmp_path, relation, leader=False, containers={cont}),
+    )
+
+
 def test_done_notice_for_the_current_run_reports_exit_code_and_summary(tmp_path):
     (tmp_path / "work").mkdir()
     summary = {
@@ -497,21 +503,9 @@ def test_done_notice_for_the_current_run_reports_exit_code_and_summary(tmp_path)
         "root_group": {},
     }
     (tmp_path / "work" / k6.SUMMARY_FILE).write_text(json.dumps(summary))
-    notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "r1", "exit_code": "0"})
-    cont = container(tmp_path, notices=[notice])
-    relation = peers(
-        unit=1,
-        app={"status": "busy", "run": run_dict(phase="running"), "script": SCRIPT},
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-    )
-    context = ctx(1)
 
-    out = context.run(
-        context.on.pebble_custom_notice(cont, notice),
-        state(tmp_path, relation, leader=False, containers={cont}),
-    )
+    mine = me_of(participant_gets_done_notice(tmp_path, "0"))
 
-    mine = me_of(out)
     assert (mine["status"], mine["run_id"], mine["exit_code"]) == ("idle", "r1", 0)
     assert mine["summary"]["counters"]["http_reqs"] == 7
 
