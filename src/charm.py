@@ -149,10 +149,17 @@ class K6Charm(ops.CharmBase):
         except ValueError:
             return None
 
-    def _endpoint(self) -> tuple[str, str]:
-        """(bind address, ingress endpoint) of this unit's k6 REST API."""
-        network = self.model.get_binding(PEER).network  # type: ignore[union-attr]
-        return str(network.bind_address), k6.endpoint_of(str(network.ingress_address))
+    def _bind_address(self) -> str:
+        """This unit's own pod IP: where its k6 REST API listens and where the leader reaches it.
+
+        Not the ingress address: on Kubernetes that is the app's Service ClusterIP, one address
+        shared by every unit (see docs/juju-k8s.md).
+        """
+        return str(self.model.get_binding(PEER).network.bind_address)  # type: ignore[union-attr]
+
+    def _published_endpoint(self) -> str:
+        """host:port at which the leader reaches this unit's own k6 (its pod, not a Service)."""
+        return k6.endpoint_of(self._bind_address())
 
     def _units(self) -> dict[str, UnitData]:
         """Every present unit's report, this one included."""
@@ -227,8 +234,10 @@ class K6Charm(ops.CharmBase):
 
     def _arm(self, run: Run) -> None:
         """Write the script, start `k6 run --paused`, report busy once its API says paused."""
-        bind, endpoint = self._endpoint()
-        report = UnitData(endpoint=endpoint, status=protocol.IDLE, run_id=run.run_id)
+        bind = self._bind_address()
+        report = UnitData(
+            endpoint=self._published_endpoint(), status=protocol.IDLE, run_id=run.run_id
+        )
         script = self._app_data().script
         if sources.Script(run.script_name, script, run.source).sha256 != run.script_sha256:
             report.error = "script in the app databag does not match the run's sha256"
@@ -262,7 +271,8 @@ class K6Charm(ops.CharmBase):
             self.container.restart(k6.SERVICE)
         except pebble.ChangeError as e:
             logger.warning("k6 did not start for run %s: %s", run.run_id, e.err)
-            self._save_unit(self._done_report(report, self._done_notice(run.run_id), e.err))
+            error = _last_line(e.err)
+            self._save_unit(self._done_report(report, self._done_notice(run.run_id), error))
             return
         except (pebble.ConnectionError, pebble.APIError, pebble.PathError) as e:
             report.error = f"workload container unreachable: {e}"
@@ -271,11 +281,7 @@ class K6Charm(ops.CharmBase):
         self._save_unit(self._ready_report(report, bind))
 
     def _ready_report(self, report: UnitData, bind: str, wait: float | None = None) -> UnitData:
-        """Busy once the local k6 is paused before the run; pending while it initializes.
-
-        The unit asks its own k6 where k6 listens (the bind address); the leader uses the
-        published ingress endpoint.
-        """
+        """Busy once the local k6 is paused before the run; pending while it initializes."""
         wait = ARM_WAIT_SECONDS if wait is None else wait
         status = k6.wait_ready(k6.endpoint_of(bind), wait, alive=self._service_running)
         if status is not None and status.ready:
@@ -289,7 +295,7 @@ class K6Charm(ops.CharmBase):
     def _recheck(self, run_id: str) -> None:
         """Probe the local k6 again (it was still initializing when we last looked)."""
         mine = self._unit_data()
-        self._save_unit(self._ready_report(mine, self._endpoint()[0], RECHECK_WAIT_SECONDS))
+        self._save_unit(self._ready_report(mine, self._bind_address(), RECHECK_WAIT_SECONDS))
 
     def _collect(self, run_id: str, stop_service: bool, notice: dict | None = None) -> None:
         """The local k6 has ended (or is stopped now): record its exit and go idle."""
@@ -699,6 +705,12 @@ class K6Charm(ops.CharmBase):
         else:
             done = protocol.finished_count(run, units)
             event.add_status(ops.MaintenanceStatus(f"stopping {done}/{total} units done"))
+
+
+def _last_line(err: str) -> str:
+    """The failed task's line of a Pebble change error ("- Start service ... (why)")."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    return lines[-1].removeprefix("- ") if lines else err
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -110,6 +110,17 @@ class RunCommand:
         return shlex.join(["/bin/sh", "-c", self.shell_line()])
 
 
+# Settings for the k6 in the workload image (1.7 there, 1.1 in the tests; docs/juju-k8s.md):
+# older k6 ignores unknown variables, so one environment serves both.
+VERSION_ENV = {
+    # since 1.2, a script importing a missing k6/x extension makes k6 download a custom binary
+    # from Grafana's build service: never from a load-test pod (no egress is assumed)
+    "K6_AUTO_EXTENSION_RESOLUTION": "false",
+    # 1.5 added a new --summary-export format, announced as v2's default: keep the one parsed
+    "K6_NEW_MACHINE_READABLE_SUMMARY": "false",
+}
+
+
 def layer(command: str, environment: Mapping[str, str] | None = None) -> dict:
     """The Pebble layer for a one-shot k6 service (never restarted when it exits)."""
     service: dict = {
@@ -122,8 +133,7 @@ def layer(command: str, environment: Mapping[str, str] | None = None) -> dict:
         "on-failure": "ignore",
         "kill-delay": "5s",
     }
-    if environment:
-        service["environment"] = dict(environment)
+    service["environment"] = {**VERSION_ENV, **(environment or {})}
     return {"summary": "k6 load test", "services": {SERVICE: service}}
 
 

@@ -55,7 +55,10 @@ def validate_script(text: str, what: str = "script") -> str:
         raise ValueError(f"{what} is empty")
     size = len(text.encode())
     if size > MAX_SCRIPT_BYTES:
-        raise ValueError(f"{what} is {size} bytes; the limit is {MAX_SCRIPT_BYTES} bytes")
+        raise ValueError(
+            f"{what} is {size} bytes; the limit is {MAX_SCRIPT_BYTES} bytes "
+            f"({MAX_SCRIPT_BYTES // 1024} KiB)"
+        )
     if "\x00" in text:
         raise ValueError(f"{what} contains a NUL byte")
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ops import pebble
 
 import k6
 from tests.emulator import pebble as emu_pebble
-from tests.emulator.model import Model, unit_address
+from tests.emulator.model import PER_UNIT_INGRESS, Model, service_address, unit_address
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,6 +25,9 @@ def supervisor(tmp_path: Path):
     yield sup
     sup.kill_all()
     assert sup.leftovers() == []
+
+
+IGNORE = {"on-success": "ignore", "on-failure": "ignore"}
 
 
 def spec(command: str, **extra: str) -> dict:
@@ -65,8 +69,40 @@ def test_service_with_ignore_is_not_restarted(supervisor):
 
 
 def test_start_of_a_process_that_exits_within_a_second_fails_like_pebble(supervisor):
-    with pytest.raises(pebble.ChangeError, match="exited quickly with code 3"):
+    with pytest.raises(pebble.ChangeError) as failure:
+        supervisor.start("svc", spec("/bin/sh -c 'exit 3'", **IGNORE))
+
+    assert failure.value.err == (
+        "cannot perform the following tasks:\n"
+        '- Start service "svc" (service start attempt: exited quickly with code 3, will ignore)'
+    )
+    assert supervisor.status("svc") == pebble.ServiceStatus.ERROR  # with ignore: error
+
+
+def test_a_quick_exit_with_code_0_fails_the_start_too(supervisor):
+    with pytest.raises(pebble.ChangeError, match="exited quickly with code 0, will ignore"):
+        supervisor.start("svc", spec("/bin/sh -c 'exit 0'", **IGNORE))
+
+    assert supervisor.status("svc") == pebble.ServiceStatus.INACTIVE  # code 0: stopped
+
+
+def test_a_failed_start_without_ignore_is_restarted_with_backoff(supervisor):
+    with pytest.raises(pebble.ChangeError, match="exited quickly with code 3, will restart"):
         supervisor.start("svc", spec("/bin/sh -c 'exit 3'"))
+
+    assert wait_for(lambda: supervisor.poll() or supervisor.services["svc"].starts >= 3, 5)
+    assert supervisor.status("svc") == pebble.ServiceStatus.ACTIVE  # backoff reads as active
+
+
+def test_a_service_in_error_starts_again_after_a_new_layer(supervisor):
+    with pytest.raises(pebble.ChangeError):
+        supervisor.start("svc", spec("/bin/sh -c 'exit 107'", **IGNORE))
+
+    supervisor.start("svc", spec("/bin/sh -c 'sleep 30'", **IGNORE))
+
+    assert supervisor.status("svc") == pebble.ServiceStatus.ACTIVE
+    supervisor.stop("svc")
+    assert supervisor.status("svc") == pebble.ServiceStatus.INACTIVE
 
 
 def test_stop_sends_term_then_kill_after_the_kill_delay(supervisor):
@@ -79,7 +115,7 @@ def test_stop_sends_term_then_kill_after_the_kill_delay(supervisor):
 
     assert 0.25 <= time.monotonic() - t0 < 5
     assert supervisor.status("svc") == pebble.ServiceStatus.INACTIVE
-    assert supervisor.services["svc"].exit_code == -9
+    assert supervisor.services["svc"].exit_code == 137  # as Pebble reports a SIGKILL
 
 
 def test_pebble_notify_in_the_service_becomes_a_notice_with_its_data(supervisor):
@@ -90,6 +126,47 @@ def test_pebble_notify_in_the_service_becomes_a_notice_with_its_data(supervisor)
     notice = supervisor.notices["k6.com/done"]
     assert dict(notice.last_data) == {"run_id": "r1", "exit_code": "0"}
     assert notice.occurrences == 1
+    assert notice.type == pebble.NoticeType.CUSTOM.value
+
+
+def test_the_same_notice_key_again_repeats_it_with_the_new_data(supervisor):
+    command = (
+        "/bin/sh -c '/charm/bin/pebble notify k6.com/done run_id=r1 exit_code=0; "
+        "/charm/bin/pebble notify k6.com/done run_id=r2 exit_code=99; sleep 2'"
+    )
+    supervisor.start("svc", spec(command))
+
+    assert wait_for(
+        lambda: (
+            supervisor.ingest() is not None
+            and supervisor.notices.get("k6.com/done") is not None
+            and supervisor.notices["k6.com/done"].occurrences == 2
+        )
+    )
+    notice = supervisor.notices["k6.com/done"]
+    assert dict(notice.last_data) == {"run_id": "r2", "exit_code": "99"}
+    assert [n.key for n in supervisor.new_notices] == ["k6.com/done", "k6.com/done"]
+
+
+def test_a_stopped_k6_service_line_still_notifies_with_exit_code_105(supervisor, tmp_path):
+    command = k6.RunCommand(script="t.js", run_id="r9", address="127.0.0.1").service_command()
+    # the real line, with a stand-in `k6` that exits 105 on SIGTERM as k6 does
+    standin = tmp_path / "bin"
+    standin.mkdir()
+    (standin / "k6").write_text("#!/bin/sh\ntrap 'exit 105' TERM\nwhile :; do sleep 0.05; done\n")
+    (standin / "k6").chmod(0o755)
+    supervisor.path_prefix = str(standin)
+    supervisor.start("k6", {**k6.layer(command)["services"]["k6"], "working-dir": "/work"})
+
+    supervisor.stop("k6")
+
+    assert wait_for(
+        lambda: supervisor.ingest() is not None and "k6.com/done" in supervisor.notices
+    )
+    assert dict(supervisor.notices["k6.com/done"].last_data) == {
+        "run_id": "r9",
+        "exit_code": "105",
+    }
 
 
 def test_working_dir_maps_to_the_units_own_folder(supervisor, tmp_path):
@@ -115,6 +192,64 @@ def test_each_unit_has_its_own_loopback_address(model):
 
     assert addresses == {unit_address(0), unit_address(1), unit_address(2)}
     assert all(a.startswith("127.") for a in addresses) and len(addresses) == 3
+
+
+def binding(model: Model, index: int) -> tuple[str, str]:
+    """(bind address, ingress address) that network-get gives unit `index` in a hook."""
+    (network,) = model._state(model.units[index]).networks
+    return network.bind_addresses[0].addresses[0].value, network.ingress_addresses[0]
+
+
+def test_on_kubernetes_bind_is_the_pod_and_ingress_is_one_shared_service_address(model):
+    bindings = [binding(model, i) for i in range(3)]
+
+    assert [bind for bind, _ in bindings] == [unit_address(i) for i in range(3)]
+    assert {ingress for _, ingress in bindings} == {service_address()}
+    assert service_address() not in {unit_address(i) for i in range(3)}
+
+
+def test_nothing_serves_the_k6_port_on_the_service_address(model):
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((model.service_address, k6.PORT), timeout=2).close()
+
+    assert [(c.host, c.refused) for c in model.connects_to(model.service_address)] == [
+        (model.service_address, False)  # recorded; refused by the kernel, not by a policy
+    ]
+
+
+def test_per_unit_ingress_model_gives_each_unit_its_own_ingress():
+    with Model(2, {}, update_status_interval=None, network=PER_UNIT_INGRESS) as m:
+        assert [binding(m, i) for i in range(2)] == [
+            (unit_address(0), unit_address(0)),
+            (unit_address(1), unit_address(1)),
+        ]
+
+
+def test_a_cut_unit_is_unreachable_from_other_units_hooks_only(model):
+    model.cut(2)
+
+    model.network.current_unit = "k6/0"
+    refused_other = model.network.check((unit_address(2), k6.PORT))
+    model.network.current_unit = "k6/2"
+    refused_self = model.network.check((unit_address(2), k6.PORT))
+    model.network.current_unit = ""
+
+    assert (refused_other, refused_self) == (True, False)
+
+
+def test_a_real_connect_to_a_cut_unit_is_refused_although_something_listens(model):
+    listener = socket.create_server((unit_address(2), 0))
+    port = listener.getsockname()[1]
+    model.cut(2)
+    model.network.current_unit = "k6/1"
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((unit_address(2), port), timeout=2)
+        model.network.current_unit = "k6/2"
+        socket.create_connection((unit_address(2), port), timeout=2).close()
+    finally:
+        model.network.current_unit = ""
+        listener.close()
 
 
 def test_writer_gets_no_relation_changed_for_its_own_write(model):

@@ -117,7 +117,10 @@ def test_script_error_on_the_other_units_names_each_with_exit_107(make_model, ta
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
     assert last["reason"].startswith("failed before the start: ")
-    failure = "k6/1 (exit code 107: cannot start service: exited quickly with code 107)"
+    failure = (
+        'k6/1 (exit code 107: Start service "k6" '
+        "(service start attempt: exited quickly with code 107, will ignore))"
+    )
     assert failure in last["reason"]
     assert "k6/0 (" not in last["reason"]
     assert last["units"]["k6/1"]["exit_code"] == 107
@@ -405,8 +408,8 @@ def test_stop_through_a_units_api_by_someone_else_fails_the_run_naming_it(make_m
 
 def test_resume_that_cannot_reach_one_unit_resumes_nobody_and_stops_every_k6(make_model, target):
     model = make_model(3, configure(target, scripts.constant_vus(3, "30s")))
-    # k6/2 arms and answers on its own address, but the others reach it at a dead one
-    model.units[2].ingress = unit_address(80)
+    # k6/2 arms and answers on its own pod IP, but a network policy keeps the others out
+    model.cut(2)
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: model.run_ended(run_id), timeout=40)
 
@@ -415,7 +418,9 @@ def test_resume_that_cannot_reach_one_unit_resumes_nobody_and_stops_every_k6(mak
     assert last["reason"].startswith(
         "resume failed: k6/2: connect failed after 3 attempts: "  # bounded: 1 try, 2 retries
     ), last["reason"]
-    assert model.unit_view(2)["endpoint"] == f"{unit_address(80)}:{k6.PORT}"
+    assert model.unit_view(2)["endpoint"] == f"{unit_address(2)}:{k6.PORT}"
+    refused = [c.unit for c in model.connects_to(unit_address(2)) if c.refused]
+    assert set(refused) == {"k6/0"} and len(refused) >= 3  # 3 resume attempts (+ the stop)
     # all or nobody: no unit was resumed, no load was sent
     assert {u: r["resume"] for u, r in last["units"].items()} == {
         "k6/0": [None, None],

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import itertools
 import logging
 import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 from collections import deque
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import ops
 import yaml
 from ops import testing
 
@@ -40,9 +43,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ADDRESS_BASE = os.environ.get("K6EMU_ADDRESS_BASE", "127.0.0.170")
 
+# How network-get answers on the peer binding (docs/juju-k8s.md, "Addresses"):
+K8S = "k8s"  # Juju on Kubernetes: bind = the pod IP; ingress = the app's Service ClusterIP
+PER_UNIT_INGRESS = "per-unit-ingress"  # machines-like: every unit's ingress is its own address
+NETWORKS = (K8S, PER_UNIT_INGRESS)
+
 
 def unit_address(index: int, base: str = ADDRESS_BASE) -> str:
-    """Unit i's own loopback address (base + i): its peer binding's bind and ingress address.
+    """Unit i's own loopback address (base + i): its pod IP, the peer binding's bind address.
 
     Set K6EMU_ADDRESS_BASE (e.g. 127.0.3.1) to keep concurrent emulators apart.
     """
@@ -50,6 +58,89 @@ def unit_address(index: int, base: str = ADDRESS_BASE) -> str:
     if not prefix.startswith("127.") or not 0 <= int(last) + index < 255:
         raise ValueError(f"no loopback address for unit {index} from base {base}")
     return f"{prefix}.{int(last) + index}"
+
+
+def service_address(base: str = ADDRESS_BASE) -> str:
+    """The app's stand-in Service ClusterIP (base - 1): shared by all units, nothing on 6565."""
+    return unit_address(-1, base)
+
+
+@dataclass(frozen=True)
+class Connect:
+    """One TCP connect the charm made (in a hook of `unit`), as the emulated network saw it."""
+
+    unit: str
+    host: str
+    port: int
+    refused: bool
+
+
+class Network:
+    """The pod network as the charm's own code meets it: records connects, applies policies.
+
+    Only the charm's connects (made in this process, inside hooks) pass through here; k6 and
+    the targets are separate processes and use the kernel's loopback directly. A unit that is
+    `cut` is unreachable from every other unit (a NetworkPolicy that drops the leader's
+    traffic): connects to its address fail with ECONNREFUSED; its own hooks still reach it.
+    """
+
+    def __init__(self) -> None:
+        self.connects: list[Connect] = []
+        self.current_unit = ""
+        self.cut: dict[str, str] = {}  # address -> unit name
+
+    def check(self, address: Any) -> bool:
+        """Record a connect to `address`; True when the policy refuses it."""
+        if not (isinstance(address, tuple) and len(address) >= 2):
+            return False
+        host, port = str(address[0]), int(address[1])
+        owner = self.cut.get(host)
+        refused = owner is not None and owner != self.current_unit
+        self.connects.append(Connect(self.current_unit, host, port, refused))
+        return refused
+
+    def __enter__(self) -> Network:
+        if not _ACTIVE_NETWORKS:
+            _install_connect_hooks()
+        _ACTIVE_NETWORKS.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _ACTIVE_NETWORKS.remove(self)
+        if not _ACTIVE_NETWORKS:
+            _remove_connect_hooks()
+
+
+_ACTIVE_NETWORKS: list[Network] = []  # models open now (tests may hold several at once)
+_ORIGINAL_CONNECT = socket.socket.connect
+_ORIGINAL_CONNECT_EX = socket.socket.connect_ex
+
+
+def _refused(address: Any) -> bool:
+    refusals = [network.check(address) for network in _ACTIVE_NETWORKS]  # every one records
+    return any(refusals)
+
+
+def _connect(sock: socket.socket, address: Any) -> None:
+    if _refused(address):
+        raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+    return _ORIGINAL_CONNECT(sock, address)
+
+
+def _connect_ex(sock: socket.socket, address: Any) -> int:
+    if _refused(address):
+        return errno.ECONNREFUSED
+    return _ORIGINAL_CONNECT_EX(sock, address)
+
+
+def _install_connect_hooks() -> None:
+    socket.socket.connect = _connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
+
+
+def _remove_connect_hooks() -> None:
+    socket.socket.connect = _ORIGINAL_CONNECT  # type: ignore[method-assign]
+    socket.socket.connect_ex = _ORIGINAL_CONNECT_EX  # type: ignore[method-assign]
 
 
 @dataclass
@@ -89,8 +180,6 @@ class Unit:
     queue: deque[_Queued] = field(default_factory=deque)
     status: str = ""
     can_connect: bool = True
-    # the address the other units reach it at (its own address unless a test cuts it off)
-    ingress: str = ""
 
 
 class Model:
@@ -110,7 +199,11 @@ class Model:
         on_hook: Callable[[Hook, Model], None] | None = None,
         okay_delay: float = emu_pebble.START_OKAY_DELAY,
         k6_path: str = "",
+        network: str = K8S,
+        charm_type: type[ops.CharmBase] = K6Charm,
     ):
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, not {network!r}")
         self.tmp = Path(tempfile.mkdtemp(prefix="k6emu-"))
         self.config = dict(config or {})
         self.rng = random.Random(seed)
@@ -121,6 +214,9 @@ class Model:
         self.okay_delay = okay_delay  # Pebble's start okay-delay (1 s); faster for explorations
         self.k6_path = k6_path  # a folder whose `k6` replaces the real one (test doubles only)
         self.on_hook = on_hook
+        self.network_model = network
+        self.charm_type = charm_type
+        self.service_address = service_address()
         self.units: dict[int, Unit] = {}
         self.app_data: dict[str, str] = {}
         self.leader = leader
@@ -132,6 +228,7 @@ class Model:
         self._patch.enter_context(emu_pebble.patched())
         self._patch.enter_context(_fast_scenario())
         self._patch.enter_context(mock.patch.object(charm_module, "time", _Clock(self)))
+        self.network = self._patch.enter_context(Network())
         self.clock_offset = 0.0  # seconds the charm's clock runs ahead of the wall clock
         self.departed: list[Unit] = []
         for i in range(units):
@@ -162,7 +259,7 @@ class Model:
             okay_delay=self.okay_delay,
             path_prefix=self.k6_path,
         )
-        ctx = testing.Context(K6Charm, app_name="k6", unit_id=index)
+        ctx = testing.Context(self.charm_type, app_name="k6", unit_id=index)
         emu_pebble.REGISTRY[id(ctx)] = supervisor
         unit = Unit(index, name, unit_address(index), ctx, supervisor, workdir)
         self.units[index] = unit
@@ -204,10 +301,11 @@ class Model:
                 for n in sup.notices.values()
             ],
         )
+        ingress = self.service_address if self.network_model == K8S else unit.address
         network = testing.Network(
             "k6",
             bind_addresses=[testing.BindAddress([testing.Address(unit.address)])],
-            ingress_addresses=[unit.ingress or unit.address],
+            ingress_addresses=[ingress],
             egress_subnets=[f"{unit.address}/32"],
         )
         return testing.State(
@@ -256,12 +354,15 @@ class Model:
         started = time.time()
         t0 = time.perf_counter()
         error, out, failure = None, None, None
+        self.network.current_unit = unit.name
         try:
             out = unit.ctx.run(event, state)
         except testing.ActionFailed as e:
             out, failure = e.state, e.message
         except Exception as e:  # a hook error: Juju discards its writes  # noqa: BLE001
             error = f"{type(e).__name__}: {e}"
+        finally:
+            self.network.current_unit = ""
         duration = time.perf_counter() - t0
         label = queued.kind if queued.kind != "action" else f"{queued.args['name']}-action"
         hook = Hook(
@@ -391,6 +492,15 @@ class Model:
                 self._enqueue(unit, "relation_joined", remote=other.index)
         return unit
 
+    def cut(self, index: int) -> None:
+        """A network policy from now on: no other unit can connect to this unit's pod IP."""
+        unit = self.units[index]
+        self.network.cut[unit.address] = unit.name
+
+    def connects_to(self, host: str, port: int = k6.PORT) -> list[Connect]:
+        """Every connect the charm made to host:port (e.g. the Service address: should be [])."""
+        return [c for c in self.network.connects if (c.host, c.port) == (host, port)]
+
     def remove_unit(self, index: int) -> None:
         """Scale down: the unit's k6 is stopped with it; the others see relation-departed."""
         unit = self.units.pop(index)
@@ -510,4 +620,16 @@ def _decode(data: Mapping[str, str]) -> dict[str, Any]:
     return decoded
 
 
-__all__ = ["ActionResult", "Hook", "Model", "Unit", "dataclasses", "unit_address"]
+__all__ = [
+    "K8S",
+    "PER_UNIT_INGRESS",
+    "ActionResult",
+    "Connect",
+    "Hook",
+    "Model",
+    "Network",
+    "Unit",
+    "dataclasses",
+    "service_address",
+    "unit_address",
+]

@@ -53,6 +53,7 @@ class Service:
     restart_at: float | None = None
     starts: int = 0
     stopped_by_user: bool = True
+    failed: bool = False  # Pebble's state error
 
     @property
     def alive(self) -> bool:
@@ -126,7 +127,13 @@ class Supervisor:
     # ------------------------------------------------------------ Pebble operations
 
     def start(self, name: str, spec: dict[str, Any]) -> None:
-        """Start a service and wait Pebble's okay-delay; a quick exit fails the start."""
+        """Start a service and wait Pebble's okay-delay; a quick exit fails the start.
+
+        As real Pebble (servstate/handlers.go; measured on v1.32.1): the change fails "exited
+        quickly with code N, will <action>" for any code, 0 included; then the service's exit
+        policy applies as for any exit: `ignore` leaves it in state error (inactive for code
+        0), `restart` (the default) restarts it with backoff.
+        """
         self.calls.append(f"start {name}")
         service = self.services.get(name)
         if service is not None and service.alive:
@@ -137,11 +144,13 @@ class Supervisor:
         deadline = time.monotonic() + self.okay_delay
         while time.monotonic() < deadline:
             if service.process.poll() is not None:  # type: ignore[union-attr]
-                service.exit_code = service.process.returncode  # type: ignore[union-attr]
-                service.stopped_by_user = True  # a failed start is not restarted
+                code = service.process.returncode  # type: ignore[union-attr]
+                action = self._exited(service, code)
                 self.ingest()
                 raise _change_error(
-                    name, f"cannot start service: exited quickly with code {service.exit_code}"
+                    name,
+                    f"service start attempt: exited quickly with code {service.exit_code}, "
+                    f"will {action}",
                 )
             time.sleep(0.01)
 
@@ -164,7 +173,8 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             _signal_group(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-        service.exit_code = process.returncode
+        returncode = process.returncode
+        service.exit_code = 128 - returncode if returncode < 0 else returncode
         self.ingest()
 
     def status(self, name: str) -> pebble.ServiceStatus:
@@ -175,7 +185,7 @@ class Supervisor:
             return pebble.ServiceStatus.INACTIVE
         if service.alive or service.restart_at is not None:
             return pebble.ServiceStatus.ACTIVE
-        if service.exit_code not in (None, 0) and not service.stopped_by_user:
+        if service.failed and not service.stopped_by_user:
             return pebble.ServiceStatus.ERROR
         return pebble.ServiceStatus.INACTIVE
 
@@ -185,17 +195,23 @@ class Supervisor:
         for service in self.services.values():
             process = service.process
             if process is not None and process.poll() is not None and service.exit_code is None:
-                service.exit_code = process.returncode
-                action = service.spec.get(
-                    "on-success" if service.exit_code == 0 else "on-failure", "restart"
-                )
-                if action == "restart" and not service.stopped_by_user:
-                    service.restart_at = now + service.backoff
-                    service.backoff = min(service.backoff * 2, BACKOFF_LIMIT)
+                self._exited(service, process.returncode)
             if service.restart_at is not None and now >= service.restart_at:
                 service.restart_at = None
                 self._spawn(service)
         self.ingest()
+
+    def _exited(self, service: Service, returncode: int) -> str:
+        """Record an exit the user did not ask for; apply the service's policy; return it."""
+        # Like Pebble (Go's exit status), a process killed by signal N shows as 128 + N.
+        service.exit_code = 128 - returncode if returncode < 0 else returncode
+        action = service.spec.get("on-success" if returncode == 0 else "on-failure", "restart")
+        if action == "restart" and not service.stopped_by_user:
+            service.restart_at = time.monotonic() + service.backoff
+            service.backoff = min(service.backoff * 2, BACKOFF_LIMIT)
+        elif not service.stopped_by_user and service.exit_code != 0:
+            service.failed = True  # Pebble's state "exited" (status error); code 0: "stopped"
+        return action
 
     def ingest(self) -> list[pebble.Notice]:
         """Pick up `pebble notify` calls the service made; return the new notices."""
@@ -274,7 +290,8 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def _change_error(name: str, err: str) -> pebble.ChangeError:
+def _change_error(name: str, reason: str) -> pebble.ChangeError:
+    err = f'cannot perform the following tasks:\n- Start service "{name}" ({reason})'
     now = datetime.datetime.now(tz=datetime.timezone.utc)
     change = pebble.Change(
         id=pebble.ChangeID("emu"),

@@ -16,7 +16,8 @@ import k6
 import protocol
 from charm import K6Charm
 
-ADDRESS = "127.0.0.1"
+ADDRESS = "127.0.0.1"  # the unit's pod IP (bind address), where FakeK6 listens
+SERVICE_IP = "10.152.183.7"  # the app's Service ClusterIP: Juju's ingress-address on K8s
 ENDPOINT = f"{ADDRESS}:{k6.PORT}"
 SCRIPT = "export default function () {}"
 SHA = __import__("hashlib").sha256(SCRIPT.encode()).hexdigest()
@@ -169,12 +170,13 @@ def state(
     relation: testing.PeerRelation | None = None,
     leader: bool = True,
     config: dict | None = None,
+    bind: str = ADDRESS,
     **kwargs,
 ) -> testing.State:
     network = testing.Network(
         "k6",
-        bind_addresses=[testing.BindAddress([testing.Address(ADDRESS)])],
-        ingress_addresses=[ADDRESS],
+        bind_addresses=[testing.BindAddress([testing.Address(bind)])],
+        ingress_addresses=[SERVICE_IP],
     )
     kwargs.setdefault("containers", {container(tmp_path)})
     kwargs.setdefault("relations", {relation or peers()})
@@ -304,6 +306,25 @@ def test_start_arms_leader_and_waits_for_the_others(tmp_path, fake_k6):
     assert "armed on 2 unit(s)" in context.action_results["message"]
 
 
+def test_unit_publishes_its_pod_ip_not_the_shared_ingress_address(tmp_path, fake_k6):
+    context = ctx()
+
+    out = context.run(context.on.action("start"), state(tmp_path))
+
+    assert me_of(out)["endpoint"] == f"{ADDRESS}:{k6.PORT}"
+    assert SERVICE_IP not in json.dumps(app_of(out)) + json.dumps(me_of(out))
+
+
+def test_ipv6_pod_ip_is_published_bracketed(tmp_path):
+    context = ctx()
+
+    out = context.run(context.on.action("start"), state(tmp_path, bind="fd00:10:1::5"))
+
+    assert me_of(out)["endpoint"] == f"[fd00:10:1::5]:{k6.PORT}"
+    argv = k6_argv(out)
+    assert argv[argv.index("--address") + 1] == f"[fd00:10:1::5]:{k6.PORT}"
+
+
 def test_arming_service_is_one_shot_and_runs_the_pushed_script(tmp_path, fake_k6):
     context = ctx()
 
@@ -418,7 +439,12 @@ def test_resume_with_one_unreachable_unit_resumes_nobody_and_names_it(tmp_path, 
 
 def test_arm_that_exits_quickly_reports_k6s_exit_code(tmp_path, monkeypatch):
     def exited_quickly(self, *names):
-        raise pebble.ChangeError("cannot start service: exited quickly with code 107", None)
+        err = (
+            "cannot perform the following tasks:\n"
+            '- Start service "k6" (service start attempt: exited quickly with code 107, '
+            "will ignore)"
+        )
+        raise pebble.ChangeError(err, None)  # type: ignore[arg-type]
 
     monkeypatch.setattr("ops.Container.restart", exited_quickly)
     notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "r1", "exit_code": "107"})
@@ -432,7 +458,9 @@ def test_arm_that_exits_quickly_reports_k6s_exit_code(tmp_path, monkeypatch):
 
     mine = me_of(out)
     assert (mine["status"], mine["run_id"], mine["exit_code"]) == ("idle", "r1", 107)
-    assert "exited quickly" in mine["error"]
+    assert mine["error"] == (
+        'Start service "k6" (service start attempt: exited quickly with code 107, will ignore)'
+    )
 
 
 def test_leader_aborts_when_a_participant_failed_before_the_start(tmp_path, fake_k6):

@@ -307,6 +307,10 @@ def test_layer_is_a_one_shot_disabled_service_in_the_work_dir():
                 "on-success": "ignore",
                 "on-failure": "ignore",
                 "kill-delay": "5s",
+                "environment": {
+                    "K6_AUTO_EXTENSION_RESOLUTION": "false",
+                    "K6_NEW_MACHINE_READABLE_SUMMARY": "false",
+                },
             }
         },
     }
@@ -317,7 +321,7 @@ def test_layer_carries_the_service_environment():
 
     service = k6.layer("k6", environment)["services"][k6.SERVICE]
 
-    assert service["environment"] == environment
+    assert service["environment"] == {**k6.VERSION_ENV, **environment}
     assert service["environment"] is not environment
 
 
@@ -513,6 +517,16 @@ def test_wait_ready_stops_waiting_once_k6_has_ended(fake_api):
     status = k6.wait_ready(api.endpoint, timeout=5, interval=0.01)
 
     assert status == k6.ApiStatus(status=9, paused=False)
+    assert api.gets == 1
+
+
+@pytest.mark.parametrize("ended", [10, 11])  # interrupted; 11: marked as failed (k6 >= 1.6)
+def test_wait_ready_stops_waiting_on_any_later_end_status(fake_api, ended: int):
+    api = fake_api([status_doc(ended, paused=False)])
+
+    status = k6.wait_ready(api.endpoint, timeout=5, interval=0.01)
+
+    assert status == k6.ApiStatus(status=ended, paused=False)
     assert api.gets == 1
 
 

@@ -165,7 +165,37 @@ def test_source_built_dependencies_have_a_rust_toolchain():
     assert toolchain or not needs_rust, f"built from source without cargo: {needs_rust}"
 
 
+def _pins(path: Path) -> dict[str, str]:
+    """Each requirement name and the version it is pinned to."""
+    pins = {}
+    for line in _requirement_lines(path):
+        requirement = Requirement(line)
+        (spec,) = requirement.specifier
+        pins[canonicalize_name(requirement.name)] = spec.version
+    return pins
+
+
+def test_pydantic_is_pinned_with_the_exact_core_it_requires():
+    pins = _pins(ROOT / "requirements.txt")
+    assert "pydantic" in pins and "pydantic-core" in pins, "pin pydantic and pydantic-core"
+    assert importlib_metadata.version("pydantic") == pins["pydantic"]
+    wanted = [Requirement(r) for r in importlib_metadata.requires("pydantic") or [] if "core" in r]
+    assert [str(r.specifier) for r in wanted] == [f"=={pins['pydantic-core']}"]
+    assert "pydantic-core" in _charm_part(CHARMCRAFT)["charm-binary-python-packages"]
+
+
 # ------------------------------------------------------------------ metadata.yaml
+
+
+def test_workload_image_is_a_published_ubuntu_xk6_track():
+    image = METADATA["resources"]["k6-image"]["upstream-source"]
+    # the OCI factory's tracks: <major>[.<minor>]-<ubuntu release>; there is no `latest`
+    assert re.fullmatch(r"ubuntu/xk6:1(\.\d+)?-(24|26)\.04", image), image
+
+
+def test_metadata_links_point_to_no_other_project():
+    links = {k: v for k, v in METADATA.items() if k in ("website", "source", "issues", "docs")}
+    assert not any("k6-k8s-operator" in str(v) for v in links.values()), links
 
 
 def test_metadata_names_and_describes_the_charm():
