@@ -6,8 +6,11 @@ The command is built as one shell-quoted string; the REST calls are bounded by t
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import math
+import os
 import selectors
 import shlex
 import socket
@@ -256,6 +259,7 @@ class ResumeResult:
     acked: float | None = None
     error: str | None = None
     skipped: bool = False  # not sent: another endpoint could not be reached (all or nobody)
+    connected: float | None = None  # when its TCP connect completed
 
     @property
     def ok(self) -> bool:
@@ -279,20 +283,150 @@ def _split(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _connect(endpoint: str, timeout: float, retries: int) -> socket.socket:
-    """Open a TCP connection, retrying refused/failed connects with a short backoff."""
-    delay = 0.05
-    for attempt in range(retries + 1):
+FIRST_BACKOFF = 0.05  # seconds before an endpoint's first connect retry; doubles for each next
+
+
+@dataclass(eq=False)
+class _Dial:
+    """One endpoint's connect, attempt by attempt (driven by `_Dialer`)."""
+
+    index: int
+    host: str
+    port: int
+    attempts: int = 0  # attempts started
+    addresses: list[tuple] = field(default_factory=list)  # getaddrinfo's, not yet tried
+    sock: socket.socket | None = None  # the connect in flight, then the connected socket
+    deadline: float = math.inf  # monotonic: the connect in flight gives up
+    retry_at: float = math.inf  # monotonic: the next attempt starts
+    connected: float | None = None  # epoch seconds
+    error: OSError | None = None  # why the last attempt failed, once no attempt is left
+
+
+class _Dialer:
+    """Non-blocking connects to every endpoint at once on one selector, each with its retries.
+
+    An attempt resolves the endpoint (immediate for an IP address; a host name is looked up,
+    blocking) and tries its addresses in turn, each for up to `timeout`. A failed attempt is
+    retried after FIRST_BACKOFF, doubling, while attempts are left: one endpoint's retries
+    never hold up another's connects.
+    """
+
+    def __init__(self, timeout: float, retries: int) -> None:
+        self.timeout, self.retries = timeout, retries
+        self.selector = selectors.DefaultSelector()
+        self.connecting: set[_Dial] = set()
+        self.waiting: set[_Dial] = set()  # backing off before the next attempt
+
+    def run(self, dials: Sequence[_Dial]) -> None:
+        """Until every dial is connected or out of attempts; sockets of failures are closed."""
+        for dial in dials:
+            self._attempt(dial)
+        while self.connecting or self.waiting:
+            wake = min(
+                min((d.deadline for d in self.connecting), default=math.inf),
+                min((d.retry_at for d in self.waiting), default=math.inf),
+            )
+            for key, _ in self.selector.select(max(0.0, wake - time.monotonic())):
+                self._settle(key.data)
+            now = time.monotonic()
+            for dial in [d for d in self.connecting if d.deadline <= now]:
+                self._drop(dial)
+                self._next_address(dial, TimeoutError(f"timed out after {self.timeout:g}s"))
+            for dial in [d for d in self.waiting if d.retry_at <= now]:
+                self._attempt(dial)
+
+    def close(self) -> None:
+        """Close the selector and every connect still in flight."""
+        for dial in list(self.connecting):
+            self._drop(dial)
+        self.selector.close()
+
+    def _attempt(self, dial: _Dial) -> None:
+        self.waiting.discard(dial)
+        dial.attempts += 1
+        dial.retry_at = math.inf
         try:
-            sock = socket.create_connection(_split(endpoint), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock
-        except OSError:
-            if attempt == retries:
-                raise
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
+            infos = socket.getaddrinfo(dial.host, dial.port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            self._attempt_failed(dial, e)
+            return
+        dial.addresses = list(infos)
+        self._next_address(dial, OSError(f"no address for {dial.host}"))
+
+    def _next_address(self, dial: _Dial, error: OSError) -> None:
+        """Start connecting to the attempt's next address; the attempt fails when none is left."""
+        while dial.addresses:
+            family, kind, proto, _, address = dial.addresses.pop(0)
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                code = sock.connect_ex(address)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            if code not in (0, errno.EINPROGRESS):
+                sock.close()
+                error = OSError(code, os.strerror(code))
+                continue
+            dial.sock = sock
+            if code == 0:
+                dial.connected = time.time()
+                return
+            dial.deadline = time.monotonic() + self.timeout
+            self.selector.register(sock, selectors.EVENT_WRITE, dial)
+            self.connecting.add(dial)
+            return
+        self._attempt_failed(dial, error)
+
+    def _settle(self, dial: _Dial) -> None:
+        """The connect in flight has finished: connected, or on to the next address."""
+        assert dial.sock is not None
+        code = dial.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code == 0:
+            self.selector.unregister(dial.sock)
+            self.connecting.discard(dial)
+            dial.connected = time.time()
+        else:
+            self._drop(dial)
+            self._next_address(dial, OSError(code, os.strerror(code)))
+
+    def _drop(self, dial: _Dial) -> None:
+        """Abandon the connect in flight."""
+        assert dial.sock is not None
+        self.selector.unregister(dial.sock)
+        self.connecting.discard(dial)
+        dial.sock.close()
+        dial.sock = None
+
+    def _attempt_failed(self, dial: _Dial, error: OSError) -> None:
+        if dial.attempts > self.retries:
+            dial.error = error
+        else:
+            dial.retry_at = time.monotonic() + FIRST_BACKOFF * 2 ** (dial.attempts - 1)
+            self.waiting.add(dial)
+
+
+def _connect_all(endpoints: Sequence[str], timeout: float, retries: int) -> list[_Dial]:
+    """Connect to every endpoint concurrently, each with 1 + `retries` attempts (`_Dialer`).
+
+    Takes about one round trip when every endpoint answers, whatever their number; at most
+    about timeout × (1 + retries) plus the backoffs when one does not. A malformed endpoint
+    raises ValueError before anything is opened.
+    """
+    dials = [_Dial(i, *_split(endpoint)) for i, endpoint in enumerate(endpoints)]
+    dialer = _Dialer(timeout, retries)
+    try:
+        dialer.run(dials)
+    except BaseException:
+        for dial in dials:
+            if dial.sock is not None and dial not in dialer.connecting:
+                dial.sock.close()
+        raise
+    finally:
+        dialer.close()
+    return dials
 
 
 def resume_all(
@@ -300,38 +434,82 @@ def resume_all(
 ) -> list[ResumeResult]:
     """Resume every paused k6 at once: connect all first, then write every PATCH back to back.
 
-    The requests are pre-encoded and the connections already open when the fan-out starts, so
-    the last request leaves microseconds after the first (an HTTP client library costs a few
-    hundred microseconds per request, which at 64 units is the whole skew budget). If any
-    endpoint cannot be connected, nobody is resumed: a partial start is not a synchronized one.
+    The connects run concurrently (non-blocking, one selector), so the fan-out starts about one
+    round trip after the call whatever the number of endpoints; each endpoint gets
+    1 + `connect_retries` attempts of up to `timeout` with a short backoff, independently of the
+    others, so the connect phase lasts at most about timeout × (1 + connect_retries) plus
+    0.05 s × (2^connect_retries − 1). If any endpoint cannot be connected, nobody is resumed
+    (a partial start is not a synchronized one): the unreachable ones get the error, the
+    others are marked skipped. The requests are pre-encoded and the connections open when the
+    fan-out starts, so the last request leaves microseconds after the first (an HTTP client
+    library costs a few hundred microseconds per request, which at 64 units is the whole skew
+    budget). Every socket is closed before returning.
     """
     results = [ResumeResult(e) for e in endpoints]
-    socks: dict[int, socket.socket] = {}
-    for i, endpoint in enumerate(endpoints):
-        try:
-            socks[i] = _connect(endpoint, timeout, connect_retries)
-        except OSError as e:
-            results[i].error = f"connect failed after {connect_retries + 1} attempts: {e}"
-    if len(socks) < len(endpoints):
-        for i, sock in socks.items():
-            sock.close()
-            results[i].skipped = True
+    dials = _connect_all(endpoints, timeout, connect_retries)
+    for dial in dials:
+        results[dial.index].connected = dial.connected
+    if any(dial.error is not None for dial in dials):
+        for dial in dials:
+            result = results[dial.index]
+            if dial.error is not None:
+                result.error = f"connect failed after {dial.attempts} attempts: {dial.error}"
+            else:
+                assert dial.sock is not None
+                dial.sock.close()
+                result.skipped = True
         return results
-    payloads = {i: request_bytes("PATCH", endpoints[i], _RESUME_BODY) for i in socks}
-    sent_ok: dict[int, socket.socket] = {}
+    socks = {dial.index: dial.sock for dial in dials if dial.sock is not None}
     try:
-        for i, sock in socks.items():  # the fan-out: nothing else in this loop
-            try:
-                sock.sendall(payloads[i])
-                results[i].sent = time.time()
-                sent_ok[i] = sock
-            except OSError as e:
-                results[i].error = f"send failed: {e}"
+        sent_ok = _fan_out(socks, endpoints, results, timeout)
         _collect_acks(sent_ok, results, timeout)
     finally:
         for sock in socks.values():
             sock.close()
     return results
+
+
+def _fan_out(
+    socks: Mapping[int, socket.socket],
+    endpoints: Sequence[str],
+    results: Sequence[ResumeResult],
+    timeout: float,
+) -> dict[int, socket.socket]:
+    """Write every pre-encoded PATCH back to back; the sockets that took their whole request.
+
+    The sockets are non-blocking: a fresh connection takes a small request at once. Anything a
+    socket did not take is finished after the loop, with a blocking write bounded by `timeout`.
+    """
+    plan = [
+        (i, sock.send, request_bytes("PATCH", endpoints[i], _RESUME_BODY))
+        for i, sock in socks.items()
+    ]
+    now = time.time
+    written: list[tuple[int, int | OSError, float]] = []
+    for index, send, payload in plan:  # the fan-out: nothing else in this loop
+        try:
+            count: int | OSError = send(payload)
+        except OSError as e:  # BlockingIOError too: nothing taken
+            count = e
+        written.append((index, count, now()))
+    sent_ok: dict[int, socket.socket] = {}
+    for (index, count, stamp), (_, _, payload) in zip(written, plan, strict=True):
+        sock = socks[index]
+        if isinstance(count, BlockingIOError):
+            count = 0
+        if isinstance(count, int) and count < len(payload):
+            try:
+                sock.settimeout(timeout)
+                sock.sendall(payload[count:])
+                count, stamp = len(payload), time.time()
+            except OSError as e:
+                count = e
+        if isinstance(count, OSError):
+            results[index].error = f"send failed: {count}"
+        else:
+            results[index].sent = stamp
+            sent_ok[index] = sock
+    return sent_ok
 
 
 def _collect_acks(

@@ -435,7 +435,7 @@ def fake_api() -> Iterator[Callable[..., FakeApi]]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
@@ -598,44 +598,70 @@ def test_resume_all_sends_exactly_one_unpause_to_every_endpoint(fake_api):
     for api, result in zip(apis, results, strict=True):
         assert result.ok, result
         assert result.error is None
-        assert result.sent is not None and result.acked is not None
-        assert result.sent <= result.acked
+        assert None not in (result.connected, result.sent, result.acked)
+        assert result.connected <= result.sent <= result.acked
         assert [path for path, _ in api.patches] == [k6.STATUS_PATH]
         assert api.patch_bodies() == [RESUME_BODY]
         assert api.gets == 0
 
 
-def test_resume_all_reports_connect_failed_for_an_unreachable_endpoint_after_retries(
-    fake_api, dead_endpoint: str, monkeypatch
+@dataclass
+class ConnectLog:
+    """Every connect attempt the process starts: (address, monotonic time), in order."""
+
+    attempts: list[tuple[tuple, float]] = field(default_factory=list)
+
+    def times(self, endpoint: str) -> list[float]:
+        host, port = endpoint.rsplit(":", 1)
+        return [t for (a, t) in self.attempts if a[:2] == (host.strip("[]"), int(port))]
+
+
+@pytest.fixture
+def connect_log(monkeypatch) -> ConnectLog:
+    """Count connect attempts (resume_all connects without blocking, with `connect_ex`)."""
+    log = ConnectLog()
+    connect_ex = socket.socket.connect_ex
+
+    def counting(sock: socket.socket, address) -> int:
+        log.attempts.append((address, time.monotonic()))
+        return connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect_ex", counting)
+    return log
+
+
+def test_resume_all_resumes_nobody_when_one_endpoint_stays_unreachable_after_its_retries(
+    fake_api, dead_endpoint: str, connect_log: ConnectLog
 ):
-    first, last = fake_api(), fake_api()
-    attempts: list[tuple[str, int]] = []
-    connect = socket.create_connection
+    apis = [fake_api() for _ in range(4)]
+    endpoints = [a.endpoint for a in apis]
+    endpoints.insert(2, dead_endpoint)
 
-    def counting(address, *args, **kwargs):
-        attempts.append(address)
-        return connect(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", counting)
-
-    results = k6.resume_all([first.endpoint, dead_endpoint, last.endpoint], connect_retries=2)
+    results = k6.resume_all(endpoints, connect_retries=2)
 
     by_endpoint = {r.endpoint: r for r in results}
     dead = by_endpoint[dead_endpoint]
     assert dead.error is not None and dead.error.startswith("connect failed after 3 attempts: ")
+    assert "Connection refused" in dead.error
     assert (dead.sent, dead.acked, dead.ok, dead.skipped) == (None, None, False, False)
-    host, port = dead_endpoint.rsplit(":", 1)
-    assert attempts.count((host, int(port))) == 3  # one try and two retries, then it gives up
-    assert len(attempts) == 5  # the reachable ones connect at once
-    # all or nobody: the reachable ones are not resumed either
-    for reachable in (by_endpoint[first.endpoint], by_endpoint[last.endpoint]):
+    dead_attempts = connect_log.times(dead_endpoint)
+    assert len(dead_attempts) == 3  # one try and two retries, then it gives up
+    assert dead_attempts[1] - dead_attempts[0] >= k6.FIRST_BACKOFF  # with a backoff
+    assert len(connect_log.attempts) == 3 + len(apis)  # the reachable ones once each
+    for api in apis:
+        reachable = by_endpoint[api.endpoint]
+        # all or nobody: the reachable ones are connected, then not resumed either
         assert (reachable.skipped, reachable.sent, reachable.error, reachable.ok) == (
             True,
             None,
             None,
             False,
         )
-    assert first.patch_bodies() == last.patch_bodies() == []
+        assert reachable.connected is not None
+        # the dead one's retries did not hold their connects up
+        (attempt,) = connect_log.times(api.endpoint)
+        assert attempt < dead_attempts[1]
+        assert api.patches == []
 
 
 def test_resume_all_retries_a_refused_connect_until_k6_listens():
@@ -694,14 +720,15 @@ def test_resume_all_reports_no_answer_within_the_timeout(fake_api):
 
 @dataclass
 class RawServer:
-    """A TCP listener on 127.0.0.1 that treats each connection with `behaviour`."""
+    """A TCP listener on a loopback address that treats each connection with `behaviour`."""
 
     behaviour: Callable[[socket.socket], None]
-    sock: socket.socket = field(default_factory=socket.socket)
+    host: str = "127.0.0.1"
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        self.sock.bind((self.host, 0))
         self.sock.listen(8)
         self.sock.settimeout(0.05)
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -709,7 +736,7 @@ class RawServer:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+        return k6.endpoint_of(self.host, self.sock.getsockname()[1])
 
     def _serve(self) -> None:
         while not self.stop.is_set():
@@ -727,11 +754,11 @@ class RawServer:
 
 
 @pytest.fixture
-def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+def raw_server() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def start(behaviour: Callable[[socket.socket], None]) -> RawServer:
-        servers.append(RawServer(behaviour))
+    def start(behaviour: Callable[[socket.socket], None], host: str = "127.0.0.1") -> RawServer:
+        servers.append(RawServer(behaviour, host))
         return servers[-1]
 
     try:
@@ -775,19 +802,222 @@ def test_resume_all_reports_a_connection_reset_while_waiting_for_the_answer(raw_
 
 def test_resume_all_reports_a_send_to_a_connection_already_reset(raw_server, monkeypatch):
     server = raw_server(_reset)  # accept, then reset at once
-    connect = k6._connect
+    connect_all = k6._connect_all
 
     def connect_then_wait(*args):
-        sock = connect(*args)
+        dials = connect_all(*args)
         time.sleep(0.3)  # the reset arrives before the send
-        return sock
+        return dials
 
-    monkeypatch.setattr(k6, "_connect", connect_then_wait)
+    monkeypatch.setattr(k6, "_connect_all", connect_then_wait)
 
     (reset,) = k6.resume_all([server.endpoint])
 
     assert reset.error is not None and reset.error.startswith("send failed: ")
     assert (reset.sent, reset.acked, reset.skipped) == (None, None, False)
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """One whole HTTP request (head and Content-Length body) from `conn`."""
+    conn.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [
+        v
+        for k, _, v in (x.partition(b":") for x in head.split(b"\r\n"))
+        if k.lower() == b"content-length"
+    ]
+    length = int(lengths[0]) if lengths else 0
+    while len(body) < length and (chunk := conn.recv(4096)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+@dataclass
+class Recorder:
+    """A RawServer behaviour: record the request, answer 200."""
+
+    requests: list[bytes] = field(default_factory=list)
+
+    def __call__(self, conn: socket.socket) -> None:
+        self.requests.append(read_request(conn))
+        conn.sendall(OK_ANSWER)
+
+
+def ipv6_loopback() -> str:
+    """::1, or skip when this machine has no IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"IPv6 loopback ::1 is not configured here ({e})")
+    return "::1"
+
+
+def test_resume_all_resumes_an_ipv6_endpoint_in_brackets_next_to_an_ipv4_one(raw_server):
+    v6, v4 = Recorder(), Recorder()
+    servers = [raw_server(v6, host=ipv6_loopback()), raw_server(v4)]
+    endpoints = [s.endpoint for s in servers]
+    assert endpoints[0].startswith("[::1]:")
+
+    results = k6.resume_all(endpoints, timeout=3.0)
+
+    assert [r.ok for r in results] == [True, True], results
+    for recorder, endpoint in ((v6, endpoints[0]), (v4, endpoints[1])):
+        (request,) = recorder.requests
+        assert request.startswith(b"PATCH /v1/status HTTP/1.1\r\nHost: " + endpoint.encode())
+        assert request.endswith(json.dumps(RESUME_BODY).encode())
+
+
+def test_resume_all_names_an_unreachable_ipv6_endpoint_and_resumes_nobody(raw_server):
+    recorder = Recorder()
+    server = raw_server(recorder)
+    dead = f"[{ipv6_loopback()}]:{free_port('::1')}"
+
+    live, unreachable = k6.resume_all([server.endpoint, dead], connect_retries=1)
+
+    assert unreachable.error is not None
+    assert unreachable.error.startswith("connect failed after 2 attempts: ")
+    assert live.skipped and not live.ok
+    assert not any(recorder.requests)  # connected at most, never sent a byte
+
+
+class BackloggedListener:
+    """A listener on 127.0.0.1 whose accept queue is full, so the kernel drops every new SYN.
+
+    A connect to it stays in SYN_SENT (the kernel retransmits the SYN after about 1 s, then
+    3 s) until `release()` accepts the connection that fills the queue; then the next SYN
+    gets through, and the listener answers one request with 200.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)  # room for exactly one queued connection
+        self.filler = socket.create_connection(self.sock.getsockname(), timeout=2)
+        self.port: int = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.released = threading.Event()
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def release(self) -> None:
+        self.released.set()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.05)
+        while not self.closed.is_set():
+            if not self.released.is_set():
+                time.sleep(0.005)
+                continue
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                if conn.getpeername() == self.filler.getsockname():
+                    continue
+                self.requests.append(read_request(conn))
+                conn.sendall(OK_ANSWER)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(timeout=5)
+        self.filler.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def backlogged() -> Iterator[Callable[[int], list[BackloggedListener]]]:
+    made: list[BackloggedListener] = []
+
+    def make(count: int) -> list[BackloggedListener]:
+        made.extend(BackloggedListener() for _ in range(count))
+        return made[-count:]
+
+    try:
+        yield make
+    finally:
+        for listener in made:
+            listener.close()
+
+
+def syn_sent_to(ports: set[int]) -> int:
+    """Sockets of this network namespace in SYN_SENT towards one of `ports` (/proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "02" and int(fields[2].rsplit(":", 1)[1], 16) in ports:
+            count += 1
+    return count
+
+
+def resume_in_background(endpoints: list[str], **kwargs) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def resume() -> None:
+        outcome["results"] = k6.resume_all(endpoints, **kwargs)
+
+    thread = threading.Thread(target=resume, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_resume_all_starts_every_connect_before_any_has_completed(backlogged):
+    count = 20
+    listeners = backlogged(count)
+    ports = {listener.port for listener in listeners}
+    started = time.monotonic()
+    thread, outcome = resume_in_background([x.endpoint for x in listeners], timeout=10.0)
+
+    in_flight = 0  # most connects seen waiting for their handshake at the same time
+    deadline = time.monotonic() + 5
+    while in_flight < count and time.monotonic() < deadline:
+        in_flight = max(in_flight, syn_sent_to(ports))
+        time.sleep(0.01)
+    for listener in listeners:
+        listener.release()
+    thread.join(timeout=30)
+    elapsed = time.monotonic() - started
+
+    assert in_flight == count  # one connect after another would show at most one
+    results = outcome["results"]
+    assert all(r.ok for r in results), results
+    assert [len(x.requests) for x in listeners] == [1] * count
+    assert max(r.connected for r in results) < min(r.sent for r in results)
+    # each handshake waits about 1 s for the SYN retransmission: about 1 s in all, not 20 s
+    assert elapsed < count * 1.0 / 3
+
+
+def test_resume_all_connect_phase_is_bounded_by_one_endpoints_attempts(backlogged, fake_api):
+    unreachable = backlogged(10)  # never released: every SYN is dropped, every connect times out
+    reachable = fake_api()
+    endpoints = [reachable.endpoint] + [x.endpoint for x in unreachable]
+    timeout, retries = 0.3, 2
+    started = time.monotonic()
+
+    results = k6.resume_all(endpoints, timeout=timeout, connect_retries=retries)
+
+    elapsed = time.monotonic() - started
+    for result in results[1:]:
+        assert result.error == "connect failed after 3 attempts: timed out after 0.3s"
+    assert results[0].skipped and reachable.patches == []
+    # one endpoint's attempts: 3 × 0.3 s + 0.05 s + 0.1 s of backoff = 1.05 s, not 10 × that
+    one_endpoint = timeout * (retries + 1) + k6.FIRST_BACKOFF * 3
+    assert one_endpoint <= elapsed < len(unreachable) * one_endpoint / 3
 
 
 # ============================================================ the real k6
