@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from ops import pebble
 
 import k6
+from charm import K6Charm
 from tests.emulator import pebble as emu_pebble
 from tests.emulator.model import PER_UNIT_INGRESS, Model, service_address, unit_address
 
@@ -288,3 +291,86 @@ def test_every_hook_is_recorded_with_unit_event_duration_and_keys(model):
     assert hook.duration > 0
     assert set(hook.unit_keys) >= {"status", "run_id", "endpoint"}
     assert "start k6" in hook.pebble_calls
+
+
+class Probing(K6Charm):
+    """The charm plus test hooks on update-status (class-level: each unit is a new instance)."""
+
+    during_hook: Callable[[], None] = staticmethod(lambda: None)
+    seen: ClassVar[list[str]] = []
+
+    def __init__(self, framework):
+        super().__init__(framework)
+        framework.observe(self.on.update_status, self._probe_hook)
+
+    def _probe_hook(self, _):
+        relation = self.model.get_relation("k6")
+        assert relation is not None
+        if self.unit.name == "k6/0":
+            remote = next(u for u in relation.units if u.name == "k6/1")
+            before = relation.data[remote].get("mark", "")
+            Probing.during_hook()  # the world moves on while the hook runs
+            Probing.seen[:] = [before, relation.data[remote].get("mark", "")]
+        if self.unit.name == "k6/2":
+            relation.data[self.app]["mark"] = '"written by a non-leader"'
+
+
+@pytest.fixture
+def probing():
+    Probing.seen.clear()
+    m = Model(3, {}, update_status_interval=None, charm_type=Probing)
+    m.settle(timeout=30)
+    yield m
+    Probing.during_hook = staticmethod(lambda: None)
+    assert m.close() == []
+
+
+def test_only_the_leader_may_write_the_app_databag(probing):
+    probing.update_status()
+    probing.settle(timeout=30)
+
+    errors = {h.unit: h.error for h in probing.hooks if h.event == "update_status" and h.error}
+    assert list(errors) == ["k6/2"] and "RelationDataAccessError" in errors["k6/2"]
+    assert "mark" not in probing.app_data
+
+
+def test_peer_data_read_in_a_hook_is_a_snapshot_for_the_whole_hook(probing):
+    probing.units[1].unit_data["mark"] = '"before"'
+    Probing.during_hook = staticmethod(
+        lambda: probing.units[1].unit_data.update(mark='"written meanwhile"')
+    )
+
+    probing.run_hook(probing.units[0], model_queued(probing, "update_status"))
+
+    assert Probing.seen == ['"before"', '"before"']
+    assert probing.units[1].unit_data["mark"] == '"written meanwhile"'
+
+
+def test_writing_an_unchanged_value_fires_no_relation_changed(model):
+    model.update_status()
+    model.settle(timeout=30)  # idle units rewrite nothing
+    before = len(model.hooks)
+
+    model.update_status()
+    model.settle(timeout=30)
+
+    assert [h.event for h in model.hooks[before:]] == ["update_status"] * 3
+
+
+def test_a_pebble_notice_wakes_only_the_unit_whose_workload_sent_it(model):
+    notice = model.units[1].supervisor._record("k6.com/done", {"run_id": "x", "exit_code": "0"})
+    model.units[1].supervisor.new_notices.append(notice)
+
+    model._pump()
+
+    assert {u.name: [q.kind for q in u.queue] for u in model.units.values()} == {
+        "k6/0": [],
+        "k6/1": ["pebble_custom_notice"],
+        "k6/2": [],
+    }
+
+
+def model_queued(model: Model, kind: str):
+    """One queued event of `kind`, as the scheduler would hand it to run_hook."""
+    model._enqueue(model.units[0], kind)
+    return model.units[0].queue.pop()

@@ -259,7 +259,9 @@ class Model:
             okay_delay=self.okay_delay,
             path_prefix=self.k6_path,
         )
-        ctx = testing.Context(self.charm_type, app_name="k6", unit_id=index)
+        ctx = testing.Context(
+            self.charm_type, app_name="k6", unit_id=index, **_charm_spec(self.charm_type)
+        )
         emu_pebble.REGISTRY[id(ctx)] = supervisor
         unit = Unit(index, name, unit_address(index), ctx, supervisor, workdir)
         self.units[index] = unit
@@ -548,6 +550,20 @@ class Model:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _charm_spec(charm_type: type[ops.CharmBase]) -> dict[str, Any]:
+    """metadata, actions and config of this repository's charm, for subclasses defined elsewhere.
+
+    ops.testing finds them next to the charm class's module; a test's subclass has none there.
+    """
+    if charm_type is K6Charm:
+        return {}
+    return {
+        "meta": yaml.safe_load((ROOT / "metadata.yaml").read_text()),
+        "actions": yaml.safe_load((ROOT / "actions.yaml").read_text()),
+        "config": yaml.safe_load((ROOT / "config.yaml").read_text()),
+    }
 
 
 class _Clock:
