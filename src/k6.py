@@ -283,6 +283,17 @@ def _split(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _addresses(host: str, port: int) -> list[tuple]:
+    """Addresses to connect to, as getaddrinfo gives them; an IP address skips the lookup."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 FIRST_BACKOFF = 0.05  # seconds before an endpoint's first connect retry; doubles for each next
 
 
@@ -305,7 +316,7 @@ class _Dial:
 class _Dialer:
     """Non-blocking connects to every endpoint at once on one selector, each with its retries.
 
-    An attempt resolves the endpoint (immediate for an IP address; a host name is looked up,
+    An attempt resolves the endpoint (an IP address is taken as is; a host name is looked up,
     blocking) and tries its addresses in turn, each for up to `timeout`. A failed attempt is
     retried after FIRST_BACKOFF, doubling, while attempts are left: one endpoint's retries
     never hold up another's connects.
@@ -346,11 +357,10 @@ class _Dialer:
         dial.attempts += 1
         dial.retry_at = math.inf
         try:
-            infos = socket.getaddrinfo(dial.host, dial.port, type=socket.SOCK_STREAM)
+            dial.addresses = _addresses(dial.host, dial.port)
         except OSError as e:
             self._attempt_failed(dial, e)
             return
-        dial.addresses = list(infos)
         self._next_address(dial, OSError(f"no address for {dial.host}"))
 
     def _next_address(self, dial: _Dial, error: OSError) -> None:
