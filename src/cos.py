@@ -10,9 +10,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlparse
 
-from k6 import REPORT_FILE
-
 logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"  # k6's HTML report, in the service's working directory
 
 
 def _url_from(databags: Iterable[Mapping[str, str]], key: str) -> str | None:

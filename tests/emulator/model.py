@@ -1,4 +1,4 @@
-"""A Juju model of N K6Charm units on one machine: the real charm, real processes, Juju's rules.
+"""A Juju model of N units of a charm on one machine: the real charm, real processes, Juju's rules.
 
 Each unit is an ops.testing Context whose State is carried from hook to hook; relation writes
 become relation-changed on the *other* units; each unit's Pebble runs real processes.
@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from unittest import mock
 
@@ -29,7 +30,8 @@ import yaml
 from ops import testing
 
 import charm as charm_module
-import k6
+import k6_client
+import k6_workload
 from charm import K6Charm
 from tests.emulator import pebble as emu_pebble
 
@@ -63,6 +65,25 @@ def unit_address(index: int, base: str = ADDRESS_BASE) -> str:
 def service_address(base: str = ADDRESS_BASE) -> str:
     """The app's stand-in Service ClusterIP (base - 1): shared by all units, nothing on 6565."""
     return unit_address(-1, base)
+
+
+@dataclass(frozen=True)
+class CharmUnderTest:
+    """Which charm the model deploys, and the names the emulator needs to wire it."""
+
+    type: type[ops.CharmBase]
+    root: Path  # holds its metadata.yaml, actions.yaml, config.yaml
+    app: str
+    peer: str  # the peer endpoint
+    container: str
+    workdir: str  # the container path mapped to each unit's own folder
+    port: int = 0  # its workload's API port, if any
+    clock_module: ModuleType | None = None  # the module whose `time` is the charm's clock
+
+
+K6 = CharmUnderTest(
+    K6Charm, ROOT, "k6", "k6", "k6", k6_workload.WORKDIR, k6_client.PORT, charm_module
+)
 
 
 @dataclass(frozen=True)
@@ -200,7 +221,8 @@ class Model:
         okay_delay: float = emu_pebble.START_OKAY_DELAY,
         k6_path: str = "",
         network: str = K8S,
-        charm_type: type[ops.CharmBase] = K6Charm,
+        charm: CharmUnderTest = K6,
+        charm_type: type[ops.CharmBase] | None = None,
     ):
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, not {network!r}")
@@ -215,7 +237,8 @@ class Model:
         self.k6_path = k6_path  # a folder whose `k6` replaces the real one (test doubles only)
         self.on_hook = on_hook
         self.network_model = network
-        self.charm_type = charm_type
+        self.charm = charm if charm_type is None else dataclasses.replace(charm, type=charm_type)
+        self.spec = _charm_spec(self.charm.root)
         self.service_address = service_address()
         self.units: dict[int, Unit] = {}
         self.app_data: dict[str, str] = {}
@@ -227,7 +250,10 @@ class Model:
         self._patch = contextlib.ExitStack()
         self._patch.enter_context(emu_pebble.patched())
         self._patch.enter_context(_fast_scenario())
-        self._patch.enter_context(mock.patch.object(charm_module, "time", _Clock(self)))
+        if self.charm.clock_module is not None:
+            self._patch.enter_context(
+                mock.patch.object(self.charm.clock_module, "time", _Clock(self))
+            )
         self.network = self._patch.enter_context(Network())
         self.clock_offset = 0.0  # seconds the charm's clock runs ahead of the wall clock
         self.departed: list[Unit] = []
@@ -248,11 +274,11 @@ class Model:
         logs = self.tmp / f"unit-{index}" / "logs"
         for d in (workdir, notices, logs):
             d.mkdir(parents=True, exist_ok=True)
-        name = f"k6/{index}"
+        name = f"{self.charm.app}/{index}"
         env = {**self.extra_env, "K6EMU_UNIT": name}
         supervisor = emu_pebble.Supervisor(
             name,
-            {k6.WORKDIR: workdir},
+            {self.charm.workdir: workdir},
             notices,
             logs,
             env,
@@ -260,7 +286,7 @@ class Model:
             path_prefix=self.k6_path,
         )
         ctx = testing.Context(
-            self.charm_type, app_name="k6", unit_id=index, **_charm_spec(self.charm_type)
+            self.charm.type, app_name=self.charm.app, unit_id=index, **self.spec
         )
         emu_pebble.REGISTRY[id(ctx)] = supervisor
         unit = Unit(index, name, unit_address(index), ctx, supervisor, workdir)
@@ -283,7 +309,7 @@ class Model:
     def _state(self, unit: Unit) -> testing.State:
         peers = {j: dict(u.unit_data) for j, u in self.units.items() if j != unit.index}
         relation = testing.PeerRelation(
-            "k6",
+            self.charm.peer,
             id=PEER_ID,
             local_app_data=dict(self.app_data),
             local_unit_data=dict(unit.unit_data),
@@ -291,11 +317,11 @@ class Model:
         )
         sup = unit.supervisor
         container = testing.Container(
-            "k6",
+            self.charm.container,
             can_connect=unit.can_connect,
             layers=dict(unit.layers),
             service_statuses={n: sup.status(n) for n in sup.services},
-            mounts={"work": testing.Mount(location=k6.WORKDIR, source=unit.workdir)},
+            mounts={"work": testing.Mount(location=self.charm.workdir, source=unit.workdir)},
             notices=[
                 testing.Notice(
                     n.key, id=n.id, last_data=dict(n.last_data), occurrences=n.occurrences
@@ -305,7 +331,7 @@ class Model:
         )
         ingress = self.service_address if self.network_model == K8S else unit.address
         network = testing.Network(
-            "k6",
+            self.charm.peer,
             bind_addresses=[testing.BindAddress([testing.Address(unit.address)])],
             ingress_addresses=[ingress],
             egress_subnets=[f"{unit.address}/32"],
@@ -334,11 +360,11 @@ class Model:
                 relation, remote_unit=args["remote"], departing_unit=args["remote"]
             )
         if kind == "pebble_custom_notice":
-            container = state.get_container("k6")
+            container = state.get_container(self.charm.container)
             notice = next(n for n in container.notices if n.key == args["key"])
             return on.pebble_custom_notice(container, notice)
         if kind == "pebble_ready":
-            return on.pebble_ready(state.get_container("k6"))
+            return on.pebble_ready(state.get_container(self.charm.container))
         if kind == "action":
             return on.action(args["name"], params=args.get("params", {}))
         return getattr(on, kind)()
@@ -391,7 +417,7 @@ class Model:
         unit.unit_data = new_unit
         if unit.index == self.leader:
             self.app_data = new_app
-        container = out.get_container("k6")
+        container = out.get_container(self.charm.container)
         unit.layers = dict(container.layers)
         unit.stored_states = out.stored_states
         unit.status = f"{out.unit_status.name}: {out.unit_status.message}"
@@ -499,8 +525,9 @@ class Model:
         unit = self.units[index]
         self.network.cut[unit.address] = unit.name
 
-    def connects_to(self, host: str, port: int = k6.PORT) -> list[Connect]:
-        """Every connect the charm made to host:port (e.g. the Service address: should be [])."""
+    def connects_to(self, host: str, port: int | None = None) -> list[Connect]:
+        """Every connect the charm made to host:port (port: the workload's API port)."""
+        port = self.charm.port if port is None else port
         return [c for c in self.network.connects if (c.host, c.port) == (host, port)]
 
     def remove_unit(self, index: int) -> None:
@@ -552,17 +579,18 @@ class Model:
         self.close()
 
 
-def _charm_spec(charm_type: type[ops.CharmBase]) -> dict[str, Any]:
-    """metadata, actions and config of this repository's charm, for subclasses defined elsewhere.
+def _charm_spec(root: Path) -> dict[str, Any]:
+    """metadata, actions and config of the charm at `root` (also for subclasses elsewhere)."""
 
-    ops.testing finds them next to the charm class's module; a test's subclass has none there.
-    """
-    if charm_type is K6Charm:
-        return {}
+    def load(name: str) -> Any:
+        path = root / name
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+
+    meta = load("metadata.yaml") or load("charmcraft.yaml") or {}
     return {
-        "meta": yaml.safe_load((ROOT / "metadata.yaml").read_text()),
-        "actions": yaml.safe_load((ROOT / "actions.yaml").read_text()),
-        "config": yaml.safe_load((ROOT / "config.yaml").read_text()),
+        "meta": meta,
+        "actions": load("actions.yaml") or meta.get("actions"),
+        "config": load("config.yaml") or meta.get("config"),
     }
 
 

@@ -1,0 +1,1523 @@
+"""One task armed on every unit of an application, then released on all of them at one instant.
+
+Juju runs actions on one unit and gives no timing guarantee between units, so the leader
+coordinates through the peer relation: it freezes a run (id, participants, payload digest,
+deadline) in the application databag; each unit, woken by relation-changed, arms its share of
+the task (started, waiting to go) and reports `busy` in its unit databag; when every
+participant is armed the leader releases them all at once; when a unit's workload ends, a Pebble
+notice wakes that unit, which reports `idle` with its exit code and result; when every
+participant has reported, the leader aggregates the results into the last-run record and
+clears the run. Deadlines, faults, departures, leadership changes and a user's stop end the run
+instead of hanging it: every decision comes out of one pure state machine, `decide`.
+
+A complete charm (metadata: a `peers: {tasks: {interface: …}}` endpoint and a container
+`worker` whose image has `/bin/sh`; actions: `eat`):
+
+```python
+import ops
+from charms.k6_k8s.v0.synchronized_task import (
+    InstantRelease, Share, SynchronizedTask, TaskRefused, Workload, done_notice_command)
+
+NOTICE = "coconuts.example/done"
+
+class Eater(Workload):
+    def __init__(self, container: ops.Container):
+        self.container = container
+
+    def arm(self, run, payload, share: Share) -> bool:
+        mine = share.split(payload["coconuts"])     # this unit's part of the whole
+        line = f'until [ -s at ]; do sleep 0.01; done; eat {mine}'   # wait for the instant
+        self.container.add_layer("eat", {"services": {"eat": {
+            "override": "replace", "command": done_notice_command(line, NOTICE, run.run_id),
+            "on-success": "ignore", "on-failure": "ignore", "working-dir": "/work"}}},
+            combine=True)
+        self.container.restart("eat")
+        return True                                 # armed: waiting for the start file
+
+    def release_at(self, run, instant: float) -> None:
+        self.container.push("/work/at", str(instant), make_dirs=True)
+
+    def running(self) -> bool:
+        return self.container.get_service("eat").is_running()
+
+    def halt(self) -> None:
+        self.container.stop("eat")
+
+class CoconutCharm(ops.CharmBase):
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        worker = self.unit.get_container("worker")
+        self.task = SynchronizedTask(
+            self, "tasks", Eater(worker), container="worker", notice_key=NOTICE,
+            release=InstantRelease(lead=2.0))
+        framework.observe(self.on.eat_action, self._on_eat)
+
+    def _on_eat(self, event: ops.ActionEvent):
+        try:
+            run = self.task.start({"coconuts": event.params["coconuts"]}, arm_timeout=60)
+        except TaskRefused as e:
+            event.fail(str(e))
+        else:
+            event.set_results({"run-id": run.run_id})
+```
+
+The library then observes the peer relation, leader-elected, update-status, the container's
+custom notices and the unit's stop, keeps the unit and application statuses, and exposes
+`task.run` (the active `Run`), `task.last_run` (a `LastRun`), `task.stop()`.
+
+API:
+- `SynchronizedTask(charm, relation_name, workload, *, container, notice_key, release,
+  aggregate=None)`: `start(payload, *, info=None, arm_timeout=120, expected_s=None) -> Run`
+  (leader only; raises `TaskRefused` with a message for the user); `stop() -> Run | None`.
+- `Workload`: the charm's side. `arm(run, payload, share) -> bool` (start this unit's share,
+  paused; True once ready to go, False while it initializes; raise `ArmFailed` when it cannot
+  start), `ready(run, share) -> bool` (look again), `running()`, `halt()`,
+  `result(run) -> dict | None` (this unit's result once it ended), and, by release mechanism,
+  `release_request(endpoint) -> bytes` and optionally `probe`/`stop_remote` (`ApiRelease`) or
+  `release_at(run, instant)` (`InstantRelease`).
+- Release mechanisms: `ApiRelease(port)`: the leader opens a connection to every unit's
+  published endpoint (its pod IP, the peer binding's bind address: on Kubernetes the
+  ingress-address is one Service ClusterIP shared by all units), then writes every release
+  request back to back (`fan_out`): the skew is the write loop, microseconds. `InstantRelease
+  (lead)`: for workloads with no API, the leader writes a start time `lead` seconds ahead; every
+  unit hands it to its armed workload, which waits for it. Its skew bound is the nodes' clock
+  offset (NTP: usually well under 10 ms) plus the workload's own polling; a unit that learns
+  the instant only after it passed starts late, and the last-run record says by how much.
+- `aggregate(run, reports, ended) -> Aggregate`: the leader's callback when every participant
+  has reported: a compact merged result for the last-run record, failures that fail the run,
+  one short line per unit, and a headline for the application status.
+- The workload signals its end with `done_notice_command(shell_line, notice_key, run_id)`,
+  a Pebble service command that runs the line and then `pebble notify <key> run_id=… exit_code=…`
+  (even when Pebble stops it with SIGTERM).
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import selectors
+import shlex
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
+from typing import Any
+
+import ops
+
+LIBID = "28c9808dd4d5494197c89ce24d0b8221"
+LIBAPI = 0
+LIBPATCH = 1
+
+logger = logging.getLogger(__name__)
+
+# Run phases (the application databag's run) and unit statuses (each unit databag).
+ARMING, RUNNING, STOPPING = "arming", "running", "stopping"
+PHASES = (ARMING, RUNNING, STOPPING)
+IDLE = "idle"
+PENDING = "pending"  # the workload started for the run but was not yet ready when last seen
+BUSY = "busy"  # armed and ready (or already released)
+
+PASSED, FAILED, STOPPED = "passed", "failed", "stopped"
+STOPPED_BY_USER = "stopped by user"
+STOP_GRACE_SECONDS = 60.0  # how long a stopping run waits for its units' reports
+MAX_STEPS = 8  # decisions carried out in one hook, at most
+PEBBLE = "/charm/bin/pebble"  # the pebble CLI inside a Juju sidecar's workload container
+_UNIT_NUMBER = re.compile(r"/(\d+)$")
+
+
+def unit_order(name: str) -> tuple[str, int]:
+    """Sort key for unit names: app/2 before app/10."""
+    match = _UNIT_NUMBER.search(name)
+    return (name.rsplit("/", 1)[0], int(match.group(1)) if match else -1)
+
+
+def endpoint_of(address: str, port: int) -> str:
+    """host:port, with an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def digest(payload: Mapping[str, Any]) -> str:
+    """sha256 of the payload's canonical JSON: what every unit checks before arming."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ records (databag models)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The active run as the leader froze it at `start`."""
+
+    run_id: str
+    phase: str
+    participants: tuple[str, ...]
+    created: float
+    deadline: float  # arm deadline (epoch seconds)
+    payload_sha256: str = ""
+    info: Mapping[str, Any] = field(default_factory=dict)  # small, the charm's own
+    expected_s: float | None = None
+    released: Mapping[str, Sequence[float | None]] = field(default_factory=dict)  # [sent, acked]
+    start_at: float | None = None  # InstantRelease: the instant every workload starts
+    reason: str = ""  # why it is stopping
+    stop_deadline: float | None = None
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown phase {self.phase!r}")
+        object.__setattr__(self, "participants", tuple(self.participants))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Run:
+        """From the databag's JSON (keys a newer revision added are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        data = asdict(self)
+        data["participants"] = list(self.participants)
+        data["info"] = dict(self.info)
+        data["released"] = {k: list(v) for k, v in self.released.items()}
+        return data
+
+    def index_of(self, unit: str) -> int:
+        """Position of a participant in the frozen order (its share of the task)."""
+        return self.participants.index(unit)
+
+    def share_of(self, unit: str) -> Share:
+        """A participant's share of the task."""
+        return Share(self.index_of(unit), len(self.participants))
+
+    @property
+    def started(self) -> float | None:
+        """When the load started: the first release acknowledgement, or the start instant."""
+        acks = release_acks(self)
+        if acks:
+            return min(acks)
+        return self.start_at
+
+
+def release_acks(run: Run) -> list[float]:
+    """When each participant acknowledged its release (epoch seconds), where it did."""
+    return [t[1] for t in run.released.values() if len(t) > 1 and t[1]]
+
+
+def release_spread_ms(run: Run) -> float | None:
+    """Spread of the release acknowledgements across units, in milliseconds."""
+    acks = release_acks(run)
+    return round((max(acks) - min(acks)) * 1000, 3) if acks else None
+
+
+@dataclass(frozen=True)
+class Share:
+    """Participant `index` of `count`: which part of the task this unit does."""
+
+    index: int
+    count: int
+
+    def bounds(self) -> tuple[Fraction, Fraction]:
+        """This share as a segment [start, end) of the whole, in exact fractions."""
+        return Fraction(self.index, self.count), Fraction(self.index + 1, self.count)
+
+    def split(self, total: int) -> int:
+        """This share of `total` whole items: every item done exactly once across the shares."""
+        start, end = self.bounds()
+        return math.floor(total * end) - math.floor(total * start)
+
+
+@dataclass
+class UnitReport:
+    """One unit's own databag: where it is reached and how its part of the run goes."""
+
+    endpoint: str = ""
+    status: str = IDLE
+    run_id: str = ""
+    exit_code: int | None = None
+    error: str = ""
+    result: dict[str, Any] | None = None  # the workload's result (bounded by the charm)
+    started_at: float | None = None  # InstantRelease: when this unit handed over the instant
+
+    @property
+    def live(self) -> bool:
+        """The workload started for `run_id` and has not reported its end (pending or busy)."""
+        return self.status in (PENDING, BUSY)
+
+    def armed_for(self, run_id: str) -> bool:
+        """Ready (or already released) for this run."""
+        return self.status == BUSY and self.run_id == run_id
+
+    def pending_for(self, run_id: str) -> bool:
+        """Started for this run, not yet ready when the unit last looked."""
+        return self.status == PENDING and self.run_id == run_id
+
+    def finished(self, run_id: str) -> bool:
+        """Reported an end (done, failed, stopped) for this run."""
+        return self.status == IDLE and self.run_id == run_id
+
+
+@dataclass(frozen=True)
+class UnitLine:
+    """One participant in the last-run record: one short line, whatever N."""
+
+    exit_code: int | None = None
+    error: str = ""
+    lost: bool = False
+    released: tuple[float | None, ...] = ()  # [sent, acked] of its release
+    late_ms: float | None = None  # InstantRelease: how late it learnt the start instant
+    line: Mapping[str, Any] = field(default_factory=dict)  # the aggregate callback's
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UnitLine:
+        """From JSON."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["released"] = tuple(values.get("released") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The record of the last run that ended, kept in the application databag."""
+
+    run_id: str
+    outcome: str
+    reason: str
+    created: float
+    started: float | None
+    ended: float
+    duration_s: float | None
+    spread_ms: float | None
+    units: Mapping[str, UnitLine]
+    aggregate: Mapping[str, Any] = field(default_factory=dict)
+    failures: tuple[str, ...] = ()
+    headline: str = ""
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LastRun:
+        """From JSON."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["units"] = {u: UnitLine.from_dict(v) for u, v in (data.get("units") or {}).items()}
+        values["failures"] = tuple(values.get("failures") or ())
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        data = asdict(self)
+        data["units"] = {u: {**asdict(line), "released": list(line.released)}
+                         for u, line in self.units.items()}  # fmt: skip
+        data["failures"] = list(self.failures)
+        return data
+
+
+@dataclass
+class AppData:
+    """The leader-written application databag."""
+
+    run: Run | None = None
+    payload: dict[str, Any] | None = None  # the task's input; its digest is in the run
+    last_run: LastRun | None = None
+
+    def __post_init__(self):
+        if isinstance(self.run, Mapping):
+            self.run = Run.from_dict(self.run)
+        if isinstance(self.last_run, Mapping):
+            self.last_run = LastRun.from_dict(self.last_run)
+
+
+def _encode(value: Any) -> str:
+    """One databag value as JSON (records through their own to_dict)."""
+    if isinstance(value, Run | LastRun):
+        value = value.to_dict()
+    return json.dumps(value)
+
+
+# ------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Start this unit's share of the run and report when it is ready."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Do not arm: the run's input cannot be used here (reported as this unit's failure)."""
+
+    run_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """The workload started but was not ready: look again."""
+
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Collect:
+    """The local workload has ended (or must end now): record how, and go idle."""
+
+    run_id: str
+    stop: bool
+    notice: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class StartAt:
+    """InstantRelease: hand the start instant to the local armed workload."""
+
+    run_id: str
+    instant: float
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Leader: ask participants still initializing whether they are ready by now."""
+
+    endpoints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Release:
+    """Leader, ApiRelease: release every participant at once."""
+
+    endpoints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Leader, InstantRelease: every participant starts at `instant`."""
+
+    instant: float
+
+
+@dataclass(frozen=True)
+class Started:
+    """Leader: the release reached everyone: the run is running."""
+
+    released: Mapping[str, Sequence[float | None]]
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Leader: end the run early; every unit stops; the run ends with the reason."""
+
+    reason: str
+    released: Mapping[str, Sequence[float | None]] | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Leader: every participant has reported: record the outcome and clear the run."""
+
+    lost: tuple[str, ...] = ()
+
+
+Action = (
+    (Arm | Refuse | Recheck | Collect | StartAt | Probe | Release | Schedule | Started)
+    | Abort
+    | Finish
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one participant's release went (ApiRelease)."""
+
+    sent: float | None = None
+    acked: float | None = None
+    error: str | None = None
+    skipped: bool = False  # not sent: another participant could not be reached
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything a decision needs; nothing from ops."""
+
+    me: str
+    is_leader: bool
+    run: Run | None
+    units: Mapping[str, UnitReport]  # every unit in the relation, me included
+    running: bool  # the local workload is alive
+    now: float
+    instant_release: bool = False
+    lead_s: float = 2.0
+    payload_ok: bool = True  # the payload in the databag matches the run's digest
+    notice: Mapping[str, str] | None = None  # the done-notice this hook was woken by
+    stop_requested: bool = False  # the user's stop runs in this hook
+    probed_ready: frozenset[str] | None = None  # None: no probe in this hook yet
+    released: Mapping[str, Outcome] | None = None  # a release carried out in this hook
+
+
+def decide(o: Observed) -> list[Action]:
+    """The next things to do: this unit's own first, then the leader's for the run."""
+    return decide_unit(o) or decide_leader(o)
+
+
+def decide_unit(o: Observed) -> list[Action]:
+    """What this unit does for itself, as a participant (or a bystander)."""
+    mine = o.units.get(o.me, UnitReport())
+    run = o.run
+    if run is None or o.me not in run.participants:
+        # No run for me: nothing may keep running, nobody may stay busy.
+        if mine.live or o.running:
+            return [Collect(mine.run_id, stop=o.running)]
+        return []
+    if run.phase == ARMING and mine.run_id != run.run_id:
+        if not o.payload_ok:
+            return [Refuse(run.run_id, "the payload in the app databag does not match its digest")]
+        return [Arm(run)]
+    if mine.run_id != run.run_id or not mine.live:
+        return []
+    if o.notice is not None and o.notice.get("run_id") == run.run_id:
+        return [Collect(run.run_id, stop=False, notice=o.notice)]
+    if run.phase == STOPPING and o.running:
+        return [Collect(run.run_id, stop=True)]
+    if not o.running:
+        return [Collect(run.run_id, stop=False)]
+    if mine.status == PENDING:
+        return [Recheck(run.run_id)]
+    if run.phase == RUNNING and run.start_at is not None and mine.started_at is None:
+        return [StartAt(run.run_id, run.start_at)]
+    return []
+
+
+def decide_leader(o: Observed) -> list[Action]:
+    """What the leader does for the run as a whole."""
+    run = o.run
+    if not o.is_leader or run is None:
+        return []
+    if o.stop_requested and run.phase != STOPPING:
+        return [Abort(STOPPED_BY_USER)]
+    present = [p for p in run.participants if p in o.units]
+    departed = [p for p in run.participants if p not in o.units]
+    if run.phase == ARMING:
+        return _decide_arming(o, run, present, departed)
+    finished = [p for p in present if o.units[p].finished(run.run_id)]
+    # Reporting on another run: when stopping, a unit that never armed (nothing to wait for);
+    # when running (every participant was armed at the release), not the unit that armed: lost.
+    absent = [p for p in present if o.units[p].run_id != run.run_id]
+    if run.phase == RUNNING:
+        departed = departed + absent
+    waiting = [p for p in present if p not in finished and p not in absent]
+    if not waiting:
+        return [Finish(lost=tuple(departed))]
+    if run.stop_deadline is not None and o.now > run.stop_deadline:
+        return [Finish(lost=tuple(departed) + tuple(waiting))]
+    return []
+
+
+def _decide_arming(o: Observed, run: Run, present: list[str], departed: list[str]) -> list[Action]:
+    """Leader decisions while the participants arm."""
+    if o.released is not None:
+        return [_after_release(o.released)]
+    if departed:
+        return [Abort(f"{', '.join(departed)} departed before the start")]
+    failed = [p for p in present if o.units[p].finished(run.run_id)]
+    if failed:
+        details = "; ".join(failure_text(p, o.units[p]) for p in failed)
+        return [Abort(f"failed before the start: {details}")]
+    ready = o.probed_ready or frozenset()
+    armed = {
+        p
+        for p in run.participants
+        if o.units[p].armed_for(run.run_id) or (o.units[p].pending_for(run.run_id) and p in ready)
+    }
+    if armed == set(run.participants):
+        if o.instant_release:
+            return [Schedule(o.now + o.lead_s)]
+        return [Release({p: o.units[p].endpoint for p in run.participants})]
+    pending = [p for p in run.participants if o.units[p].pending_for(run.run_id)]
+    all_started = all(p in armed or p in pending for p in run.participants)
+    if pending and all_started and o.probed_ready is None and not o.instant_release:
+        return [Probe({p: o.units[p].endpoint for p in pending})]
+    if o.now > run.deadline:
+        late = [p for p in run.participants if p not in armed]
+        return [Abort(f"not armed within the arm-timeout: {', '.join(late)}")]
+    return []
+
+
+def _after_release(released: Mapping[str, Outcome]) -> Action:
+    """Running if every participant acknowledged; otherwise abort naming who failed."""
+    times = {p: [r.sent, r.acked] for p, r in released.items()}
+    failed = {
+        p: r.error or "not acknowledged"
+        for p, r in released.items()
+        if not r.skipped and (r.error is not None or r.acked is None)
+    }
+    if failed or any(r.skipped for r in released.values()):
+        reason = "release failed: " + "; ".join(f"{p}: {e}" for p, e in failed.items())
+        return Abort(reason, released=times)
+    return Started(times)
+
+
+def failure_text(unit: str, data: UnitReport) -> str:
+    """One participant's failure, for messages."""
+    code = "no exit code" if data.exit_code is None else f"exit code {data.exit_code}"
+    return f"{unit} ({code}{': ' + data.error if data.error else ''})"
+
+
+# ------------------------------------------------------------------ transitions and outcome
+
+
+def count_armed(run: Run, units: Mapping[str, UnitReport]) -> int:
+    """How many participants are armed for the run."""
+    return sum(1 for p in run.participants if p in units and units[p].armed_for(run.run_id))
+
+
+def count_finished(run: Run, units: Mapping[str, UnitReport]) -> int:
+    """How many participants have reported an end for the run."""
+    return sum(1 for p in run.participants if p in units and units[p].finished(run.run_id))
+
+
+def stopping(run: Run, reason: str, now: float) -> Run:
+    """The run after a stop or an abort: phase stopping, with a bounded wait for reports."""
+    return replace(run, phase=STOPPING, reason=reason, stop_deadline=now + STOP_GRACE_SECONDS)
+
+
+def outcome_of(
+    run: Run, units: Mapping[str, UnitReport], lost: Sequence[str], failures: Sequence[str] = ()
+) -> tuple[str, str]:
+    """The run's verdict and reason: a stop, an abort, a loss, a unit's failure, the aggregate."""
+    if run.reason:
+        return (STOPPED if run.reason == STOPPED_BY_USER else FAILED), run.reason
+    if lost:
+        return FAILED, f"lost during the run: {', '.join(lost)}"
+    bad = [
+        p for p in run.participants if p in units and (units[p].exit_code != 0 or units[p].error)
+    ]
+    if bad:
+        return FAILED, "; ".join(failure_text(p, units[p]) for p in bad)
+    if failures:
+        return FAILED, "; ".join(failures)
+    return PASSED, ""
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The leader's merge of the participants' results (the charm's `aggregate` callback)."""
+
+    data: Mapping[str, Any] = field(default_factory=dict)  # compact: O(1) in the units
+    failures: Sequence[str] = ()  # each fails the run, e.g. a global threshold
+    lines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # unit -> short line
+    headline: str = ""  # one line for the application status
+
+
+def last_run_record(
+    run: Run,
+    units: Mapping[str, UnitReport],
+    lost: Sequence[str],
+    now: float,
+    aggregate: Aggregate | None = None,
+) -> LastRun:
+    """The record the leader writes when the run ends."""
+    aggregate = aggregate or Aggregate()
+    outcome, reason = outcome_of(run, units, lost, aggregate.failures)
+    started = run.started
+    per_unit = {}
+    for p in run.participants:
+        data = units.get(p, UnitReport())
+        reported = data.run_id == run.run_id
+        late = None
+        if run.start_at is not None and reported and data.started_at is not None:
+            late = round(max(0.0, data.started_at - run.start_at) * 1000, 3)
+        per_unit[p] = UnitLine(
+            exit_code=data.exit_code if reported else None,
+            error=data.error if reported else "",
+            lost=p in lost,
+            released=tuple(run.released.get(p, ())),
+            late_ms=late,
+            line=dict(aggregate.lines.get(p, {})),
+        )
+    return LastRun(
+        run_id=run.run_id,
+        outcome=outcome,
+        reason=reason,
+        created=run.created,
+        started=started,
+        ended=now,
+        duration_s=round(now - started, 3) if started else None,
+        spread_ms=release_spread_ms(run),
+        units=per_unit,
+        aggregate=dict(aggregate.data),
+        failures=tuple(aggregate.failures),
+        headline=aggregate.headline,
+        info=dict(run.info),
+    )
+
+
+# ------------------------------------------------------------------ the workload side
+
+
+class TaskRefused(Exception):
+    """`start` or `stop` cannot be done now; the message tells the user what to do."""
+
+
+class ArmFailed(Exception):
+    """The workload could not be started (e.g. Pebble's "exited quickly"); str() says why."""
+
+
+class Workload(abc.ABC):
+    """What the charm does for the library on its own unit (and, as leader, towards others)."""
+
+    @abc.abstractmethod
+    def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
+        """Start this unit's share, waiting to be released; True once ready.
+
+        `address` is this unit's own address (its pod IP): where an API must listen.
+
+        Raises:
+            ArmFailed: the workload did not start.
+        """
+
+    def ready(self, run: Run, address: str) -> bool:
+        """Whether the workload started by `arm` is ready by now."""
+        return True
+
+    @abc.abstractmethod
+    def running(self) -> bool:
+        """The local workload process is alive."""
+
+    @abc.abstractmethod
+    def halt(self) -> None:
+        """Stop the local workload (Pebble's SIGTERM, then SIGKILL)."""
+
+    def result(self, run: Run) -> dict[str, Any] | None:
+        """This unit's result once its workload ended (kept in its databag: keep it small)."""
+        return None
+
+    # ApiRelease
+    def release_request(self, endpoint: str) -> bytes:
+        """The bytes that release the workload listening at `endpoint` (an HTTP request)."""
+        raise NotImplementedError("ApiRelease needs Workload.release_request")
+
+    def probe(self, endpoints: Mapping[str, str]) -> frozenset[str]:
+        """Leader: which of these units' workloads are ready (asked through their API)."""
+        return frozenset()
+
+    def stop_remote(self, endpoints: Sequence[str]) -> None:  # noqa: B027 (optional hook)
+        """Leader: ask these units' workloads to stop through their API (best effort)."""
+
+    # InstantRelease
+    def release_at(self, run: Run, instant: float) -> None:
+        """Tell the armed local workload to start at `instant` (epoch seconds)."""
+        raise NotImplementedError("InstantRelease needs Workload.release_at")
+
+
+@dataclass(frozen=True)
+class ApiRelease:
+    """Release through each unit's own API: the leader's parallel fan-out to every pod."""
+
+    port: int
+    timeout: float = 3.0
+    connect_retries: int = 2
+
+
+@dataclass(frozen=True)
+class InstantRelease:
+    """Release at an instant `lead` seconds after the last unit armed (no API needed)."""
+
+    lead: float = 2.0
+
+
+def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
+    """A Pebble service command: run `shell_line`, then notify `notice_key` with its exit code.
+
+    The line runs under `/bin/sh -c`. TERM is trapped by a handler (not ignored, which children
+    would inherit) while it runs, so that a Pebble stop still sends the notice; then ignored,
+    so that a stop racing the notice cannot kill `pebble notify`. The shell exits with the
+    line's code, so Pebble's "exited quickly with code N" carries it too.
+    """
+    notify = shlex.join([PEBBLE, "notify", notice_key, f"run_id={run_id}"])
+    line = (
+        f"trap 'true' TERM; {shell_line}; code=$?; trap '' TERM; "
+        f"{notify} exit_code=$code; exit $code"
+    )
+    return shlex.join(["/bin/sh", "-c", line])
+
+
+# ------------------------------------------------------------------ the release fan-out
+
+
+def _split(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _addresses(host: str, port: int) -> list[tuple]:
+    """Addresses to connect to, as getaddrinfo gives them; an IP address skips the lookup."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+FIRST_BACKOFF = 0.05  # seconds before an endpoint's first connect retry; doubles for each next
+
+
+@dataclass(eq=False)
+class _Dial:
+    """One endpoint's connect, attempt by attempt (driven by `_Dialer`)."""
+
+    index: int
+    host: str
+    port: int
+    attempts: int = 0  # attempts started
+    addresses: list[tuple] = field(default_factory=list)  # getaddrinfo's, not yet tried
+    sock: socket.socket | None = None  # the connect in flight, then the connected socket
+    deadline: float = math.inf  # monotonic: the connect in flight gives up
+    retry_at: float = math.inf  # monotonic: the next attempt starts
+    connected: float | None = None  # epoch seconds
+    error: OSError | None = None  # why the last attempt failed, once no attempt is left
+
+
+class _Dialer:
+    """Non-blocking connects to every endpoint at once on one selector, each with its retries.
+
+    An attempt resolves the endpoint (an IP address is taken as is; a host name is looked up,
+    blocking) and tries its addresses in turn, each for up to `timeout`. A failed attempt is
+    retried after FIRST_BACKOFF, doubling, while attempts are left: one endpoint's retries
+    never hold up another's connects.
+    """
+
+    def __init__(self, timeout: float, retries: int) -> None:
+        self.timeout, self.retries = timeout, retries
+        self.selector = selectors.DefaultSelector()
+        self.connecting: set[_Dial] = set()
+        self.waiting: set[_Dial] = set()  # backing off before the next attempt
+
+    def run(self, dials: Sequence[_Dial]) -> None:
+        """Until every dial is connected or out of attempts; sockets of failures are closed."""
+        for dial in dials:
+            self._attempt(dial)
+        while self.connecting or self.waiting:
+            wake = min(
+                min((d.deadline for d in self.connecting), default=math.inf),
+                min((d.retry_at for d in self.waiting), default=math.inf),
+            )
+            for key, _ in self.selector.select(max(0.0, wake - time.monotonic())):
+                self._settle(key.data)
+            now = time.monotonic()
+            for dial in [d for d in self.connecting if d.deadline <= now]:
+                self._drop(dial)
+                self._next_address(dial, TimeoutError(f"timed out after {self.timeout:g}s"))
+            for dial in [d for d in self.waiting if d.retry_at <= now]:
+                self._attempt(dial)
+
+    def close(self) -> None:
+        """Close the selector and every connect still in flight."""
+        for dial in list(self.connecting):
+            self._drop(dial)
+        self.selector.close()
+
+    def _attempt(self, dial: _Dial) -> None:
+        self.waiting.discard(dial)
+        dial.attempts += 1
+        dial.retry_at = math.inf
+        try:
+            dial.addresses = _addresses(dial.host, dial.port)
+        except OSError as e:
+            self._attempt_failed(dial, e)
+            return
+        self._next_address(dial, OSError(f"no address for {dial.host}"))
+
+    def _next_address(self, dial: _Dial, error: OSError) -> None:
+        """Start connecting to the attempt's next address; the attempt fails when none is left."""
+        while dial.addresses:
+            family, kind, proto, _, address = dial.addresses.pop(0)
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                code = sock.connect_ex(address)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            if code not in (0, errno.EINPROGRESS):
+                sock.close()
+                error = OSError(code, os.strerror(code))
+                continue
+            dial.sock = sock
+            if code == 0:
+                dial.connected = time.time()
+                return
+            dial.deadline = time.monotonic() + self.timeout
+            self.selector.register(sock, selectors.EVENT_WRITE, dial)
+            self.connecting.add(dial)
+            return
+        self._attempt_failed(dial, error)
+
+    def _settle(self, dial: _Dial) -> None:
+        """The connect in flight has finished: connected, or on to the next address."""
+        assert dial.sock is not None
+        code = dial.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code == 0:
+            self.selector.unregister(dial.sock)
+            self.connecting.discard(dial)
+            dial.connected = time.time()
+        else:
+            self._drop(dial)
+            self._next_address(dial, OSError(code, os.strerror(code)))
+
+    def _drop(self, dial: _Dial) -> None:
+        """Abandon the connect in flight."""
+        assert dial.sock is not None
+        self.selector.unregister(dial.sock)
+        self.connecting.discard(dial)
+        dial.sock.close()
+        dial.sock = None
+
+    def _attempt_failed(self, dial: _Dial, error: OSError) -> None:
+        if dial.attempts > self.retries:
+            dial.error = error
+        else:
+            dial.retry_at = time.monotonic() + FIRST_BACKOFF * 2 ** (dial.attempts - 1)
+            self.waiting.add(dial)
+
+
+def _connect_all(endpoints: Sequence[str], timeout: float, retries: int) -> list[_Dial]:
+    """Connect to every endpoint concurrently, each with 1 + `retries` attempts (`_Dialer`).
+
+    Takes about one round trip when every endpoint answers, whatever their number; at most
+    about timeout × (1 + retries) plus the backoffs when one does not. A malformed endpoint
+    raises ValueError before anything is opened.
+    """
+    dials = [_Dial(i, *_split(endpoint)) for i, endpoint in enumerate(endpoints)]
+    dialer = _Dialer(timeout, retries)
+    try:
+        dialer.run(dials)
+    except BaseException:
+        for dial in dials:
+            if dial.sock is not None and dial not in dialer.connecting:
+                dial.sock.close()
+        raise
+    finally:
+        dialer.close()
+    return dials
+
+
+@dataclass
+class Delivery:
+    """One endpoint's request in a fan-out: when it left, when it was answered 200, or why not."""
+
+    endpoint: str
+    sent: float | None = None
+    acked: float | None = None
+    error: str | None = None
+    skipped: bool = False  # not sent: another endpoint could not be reached (all or nobody)
+    connected: float | None = None  # when its TCP connect completed
+
+    @property
+    def ok(self) -> bool:
+        """Answered with HTTP 200."""
+        return self.error is None and self.acked is not None
+
+    def outcome(self) -> Outcome:
+        """The part the state machine decides on."""
+        return Outcome(self.sent, self.acked, self.error, self.skipped)
+
+
+def fan_out(
+    requests: Sequence[tuple[str, bytes]], timeout: float = 3.0, connect_retries: int = 2
+) -> list[Delivery]:
+    """Send one pre-encoded HTTP request to every endpoint at once: connect all, then write all.
+
+    The connects run concurrently (non-blocking, one selector), so the writes start about one
+    round trip after the call whatever the number of endpoints; each endpoint gets
+    1 + `connect_retries` attempts of up to `timeout` with a short backoff, independently of the
+    others, so the connect phase lasts at most about timeout × (1 + connect_retries) plus
+    0.05 s × (2^connect_retries − 1). If any endpoint cannot be connected, nothing is sent to
+    anyone (a partial start is not a synchronized one): the unreachable ones get the error, the
+    others are marked skipped. The requests are pre-encoded and the connections open when the
+    writes start, so the last request leaves microseconds after the first (an HTTP client
+    library costs a few hundred microseconds per request, which at 64 units is the whole skew
+    budget). An answer counts when its status line says 200. Every socket is closed before
+    returning.
+    """
+    endpoints = [endpoint for endpoint, _ in requests]
+    results = [Delivery(e) for e in endpoints]
+    dials = _connect_all(endpoints, timeout, connect_retries)
+    for dial in dials:
+        results[dial.index].connected = dial.connected
+    if any(dial.error is not None for dial in dials):
+        for dial in dials:
+            result = results[dial.index]
+            if dial.error is not None:
+                result.error = f"connect failed after {dial.attempts} attempts: {dial.error}"
+            else:
+                assert dial.sock is not None
+                dial.sock.close()
+                result.skipped = True
+        return results
+    socks = {dial.index: dial.sock for dial in dials if dial.sock is not None}
+    try:
+        sent_ok = _write_all(socks, [payload for _, payload in requests], results, timeout)
+        _collect_acks(sent_ok, results, timeout)
+    finally:
+        for sock in socks.values():
+            sock.close()
+    return results
+
+
+def _write_all(
+    socks: Mapping[int, socket.socket],
+    payloads: Sequence[bytes],
+    results: Sequence[Delivery],
+    timeout: float,
+) -> dict[int, socket.socket]:
+    """Write every pre-encoded request back to back; the sockets that took their whole request.
+
+    The sockets are non-blocking: a fresh connection takes a small request at once. Anything a
+    socket did not take is finished after the loop, with a blocking write bounded by `timeout`.
+    """
+    plan = [(i, sock.send, payloads[i]) for i, sock in socks.items()]
+    now = time.time
+    written: list[tuple[int, int | OSError, float]] = []
+    for index, send, payload in plan:  # the fan-out: nothing else in this loop
+        try:
+            count: int | OSError = send(payload)
+        except OSError as e:  # BlockingIOError too: nothing taken
+            count = e
+        written.append((index, count, now()))
+    sent_ok: dict[int, socket.socket] = {}
+    for (index, count, stamp), (_, _, payload) in zip(written, plan, strict=True):
+        sock = socks[index]
+        if isinstance(count, BlockingIOError):
+            count = 0
+        if isinstance(count, int) and count < len(payload):
+            try:
+                sock.settimeout(timeout)
+                sock.sendall(payload[count:])
+                count, stamp = len(payload), time.time()
+            except OSError as e:
+                count = e
+        if isinstance(count, OSError):
+            results[index].error = f"send failed: {count}"
+        else:
+            results[index].sent = stamp
+            sent_ok[index] = sock
+    return sent_ok
+
+
+def _collect_acks(
+    socks: Mapping[int, socket.socket], results: Sequence[Delivery], timeout: float
+) -> None:
+    """Read each response's status line; stamp the ack time or record the error."""
+    selector = selectors.DefaultSelector()
+    buffers: dict[int, bytes] = {}
+    for index, sock in socks.items():
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, index)
+        buffers[index] = b""
+    deadline = time.monotonic() + timeout
+    pending = set(socks)
+    while pending and (remaining := deadline - time.monotonic()) > 0:
+        for key, _ in selector.select(remaining):
+            index = key.data
+            try:
+                chunk = key.fileobj.recv(4096)  # type: ignore[union-attr]
+            except OSError as e:
+                chunk, results[index].error = b"", f"receive failed: {e}"
+            buffers[index] += chunk
+            if b"\r\n" in buffers[index] or not chunk:
+                selector.unregister(key.fileobj)
+                pending.discard(index)
+                line = buffers[index].split(b"\r\n", 1)[0].decode(errors="replace")
+                parts = line.split()
+                if len(parts) >= 2 and parts[1] == "200":
+                    results[index].acked = time.time()
+                elif results[index].error is None:
+                    results[index].error = f"unexpected answer: {line!r}"
+    for index in pending:
+        results[index].error = f"no answer within {timeout}s"
+    selector.close()
+
+
+# ------------------------------------------------------------------ the charm side
+
+
+class SynchronizedTask(ops.Object):
+    """The pattern on a charm: observes the events, carries out `decide`, keeps the statuses."""
+
+    def __init__(
+        self,
+        charm: ops.CharmBase,
+        relation_name: str,
+        workload: Workload,
+        *,
+        container: str,
+        notice_key: str,
+        release: ApiRelease | InstantRelease,
+        aggregate: Callable[[Run, Mapping[str, UnitReport], float], Aggregate] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(charm, relation_name)
+        self.charm = charm
+        self.relation_name = relation_name
+        self.workload = workload
+        self.container = charm.unit.get_container(container)
+        self.notice_key = notice_key
+        self.release = release
+        self.aggregate = aggregate
+        self.clock = clock
+        self._stop_requested = False
+        on = charm.on
+        for event in (
+            on[relation_name].relation_changed,
+            on[relation_name].relation_joined,
+            on[relation_name].relation_departed,
+            on.leader_elected,
+            on.config_changed,
+            on[container].pebble_ready,
+        ):
+            self.framework.observe(event, self._on_event)
+        self.framework.observe(on.update_status, self._on_update_status)
+        self.framework.observe(on[container].pebble_custom_notice, self._on_notice)
+        self.framework.observe(on.stop, self._on_unit_stop)
+        self.framework.observe(on.collect_unit_status, self._on_collect_unit_status)
+        self.framework.observe(on.collect_app_status, self._on_collect_app_status)
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def relation(self) -> ops.Relation | None:
+        """The peer relation (None before it exists)."""
+        return self.charm.model.get_relation(self.relation_name)
+
+    def _app_data(self) -> AppData:
+        relation = self.relation
+        return relation.load(AppData, self.charm.app) if relation else AppData()
+
+    def _save_app(self, data: AppData) -> None:
+        relation = self.relation
+        assert relation is not None
+        relation.save(data, self.charm.app, encoder=_encode)
+
+    def _save_unit(self, report: UnitReport) -> None:
+        relation = self.relation
+        assert relation is not None
+        relation.save(report, self.charm.unit)
+
+    @property
+    def run(self) -> Run | None:
+        """The active run, if any."""
+        return self._app_data().run
+
+    @property
+    def last_run(self) -> LastRun | None:
+        """The record of the last run that ended."""
+        return self._app_data().last_run
+
+    def reports(self) -> dict[str, UnitReport]:
+        """Every present unit's report, this one's included."""
+        relation = self.relation
+        if relation is None:
+            return {self.charm.unit.name: UnitReport()}
+        reports = {self.charm.unit.name: relation.load(UnitReport, self.charm.unit)}
+        reports.update({u.name: relation.load(UnitReport, u) for u in relation.units})
+        return reports
+
+    def bind_address(self) -> str:
+        """This unit's own address (its pod IP on Kubernetes): the peer binding's bind address."""
+        binding = self.charm.model.get_binding(self.relation_name)
+        assert binding is not None
+        return str(binding.network.bind_address)
+
+    def published_endpoint(self) -> str:
+        """host:port at which the leader reaches this unit's workload (ApiRelease), or ""."""
+        if not isinstance(self.release, ApiRelease):
+            return ""
+        return endpoint_of(self.bind_address(), self.release.port)
+
+    # ------------------------------------------------------------ what the charm calls
+
+    def start(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        info: Mapping[str, Any] | None = None,
+        arm_timeout: float = 120.0,
+        expected_s: float | None = None,
+    ) -> Run:
+        """Freeze a run over every unit present now and arm this unit in the same hook.
+
+        Raises:
+            TaskRefused: not the leader, no peer relation yet, or a run already active.
+        """
+        if not self.charm.unit.is_leader():
+            raise TaskRefused("only the leader starts a run")
+        relation = self.relation
+        if relation is None:
+            raise TaskRefused("the peer relation is not ready yet; retry in a moment")
+        data = self._app_data()
+        if data.run is not None:
+            raise TaskRefused(f"run {data.run.run_id} is already active ({data.run.phase})")
+        now = self.clock()
+        names = [self.charm.unit.name, *(u.name for u in relation.units)]
+        run = Run(
+            run_id=uuid.uuid4().hex[:12],
+            phase=ARMING,
+            participants=tuple(sorted(names, key=unit_order)),
+            created=now,
+            deadline=now + arm_timeout,
+            payload_sha256=digest(payload),
+            info=dict(info or {}),
+            expected_s=expected_s,
+        )
+        self._save_app(AppData(run=run, payload=dict(payload), last_run=data.last_run))
+        self.reconcile()
+        return run
+
+    def stop(self) -> Run | None:
+        """Stop the active run on every unit (leader only); the run it stopped, if any."""
+        if not self.charm.unit.is_leader():
+            raise TaskRefused("only the leader stops a run")
+        run = self.run
+        if run is None:
+            return None
+        self._stop_requested = True
+        try:
+            self.reconcile()
+        finally:
+            self._stop_requested = False
+        return run
+
+    # ------------------------------------------------------------ the loop
+
+    def _on_event(self, _: ops.EventBase) -> None:
+        self.reconcile()
+
+    def _on_update_status(self, _: ops.EventBase) -> None:
+        """The periodic look: also catches a workload left running with no run for it."""
+        self.reconcile(check_workload=True)
+
+    def _on_notice(self, event: ops.PebbleCustomNoticeEvent) -> None:
+        """The local workload ended: its done-notice carries the run id and exit code."""
+        if event.notice.key != self.notice_key:
+            return
+        self.reconcile(notice=dict(event.notice.last_data))
+
+    def _on_unit_stop(self, _: ops.EventBase) -> None:
+        """The unit is going away: leave no workload behind."""
+        if self.container.can_connect() and self._running():
+            self.workload.halt()
+
+    def reconcile(
+        self, check_workload: bool = False, notice: Mapping[str, str] | None = None
+    ) -> None:
+        """Carry out decisions until there is nothing left to do in this hook."""
+        if self.relation is None:
+            return
+        done: list[Action] = []
+        self._probed: frozenset[str] | None = None
+        self._released: Mapping[str, Outcome] | None = None
+        for _ in range(MAX_STEPS):
+            observed = self._observe(check_workload, notice)
+            actions = [a for a in decide(observed) if a not in done]
+            if not actions:
+                return
+            for action in actions:
+                done.append(action)
+                self._carry_out(action, observed)
+
+    def _observe(self, check_workload: bool, notice: Mapping[str, str] | None) -> Observed:
+        """Snapshot of everything the state machine decides on."""
+        data = self._app_data()
+        units = self.reports()
+        mine = units[self.charm.unit.name]
+        running = self._running() if (check_workload or mine.live) else False
+        payload_ok = data.run is None or (
+            data.payload is not None and digest(data.payload) == data.run.payload_sha256
+        )
+        instant = isinstance(self.release, InstantRelease)
+        return Observed(
+            me=self.charm.unit.name,
+            is_leader=self.charm.unit.is_leader(),
+            run=data.run,
+            units=units,
+            running=running,
+            now=self.clock(),
+            instant_release=instant,
+            lead_s=self.release.lead if isinstance(self.release, InstantRelease) else 0.0,
+            payload_ok=payload_ok,
+            notice=notice,
+            stop_requested=self._stop_requested,
+            probed_ready=self._probed,
+            released=self._released,
+        )
+
+    def _running(self) -> bool:
+        try:
+            return self.workload.running()
+        except (ops.ModelError, ops.pebble.ConnectionError):
+            return False
+
+    def _carry_out(self, action: Action, observed: Observed) -> None:
+        """Dispatch one decision."""
+        handlers: dict[type, Callable[[Any, Observed], None]] = {
+            Arm: self._arm,
+            Refuse: self._refuse,
+            Recheck: self._recheck,
+            Collect: self._collect,
+            StartAt: self._start_at,
+            Probe: self._probe,
+            Release: self._release,
+            Schedule: self._schedule,
+            Started: self._started,
+            Abort: self._abort,
+            Finish: self._finish,
+        }
+        handlers[type(action)](action, observed)
+
+    # ------------------------------------------------------------ participant side
+
+    def _arm(self, action: Arm, _: Observed) -> None:
+        """Start this unit's share; report busy once ready, pending while it initializes."""
+        run = action.run
+        report = UnitReport(endpoint=self.published_endpoint(), status=IDLE, run_id=run.run_id)
+        payload = self._app_data().payload or {}
+        share = run.share_of(self.charm.unit.name)
+        try:
+            ready = self.workload.arm(run, payload, share, self.bind_address())
+        except ArmFailed as e:
+            logger.warning("the workload did not start for run %s: %s", run.run_id, e)
+            self._save_unit(self._ended(report, self._done_notice(run.run_id), str(e)))
+            return
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            report.error = f"workload container unreachable: {e}"
+            self._save_unit(report)
+            return
+        report.status = BUSY if ready else PENDING
+        self._save_unit(report)
+
+    def _refuse(self, action: Refuse, _: Observed) -> None:
+        """Report the run failed here without starting anything."""
+        self._save_unit(
+            UnitReport(
+                endpoint=self.published_endpoint(),
+                status=IDLE,
+                run_id=action.run_id,
+                error=action.error,
+            )
+        )
+
+    def _recheck(self, action: Recheck, observed: Observed) -> None:
+        """Look again at a workload that was still initializing."""
+        mine = observed.units[self.charm.unit.name]
+        run = observed.run
+        assert run is not None
+        if self.workload.ready(run, self.bind_address()):
+            self._save_unit(replace(mine, status=BUSY))
+
+    def _start_at(self, action: StartAt, observed: Observed) -> None:
+        """Hand the start instant to the armed local workload; note when that happened."""
+        run = observed.run
+        assert run is not None
+        now = self.clock()
+        try:
+            self.workload.release_at(run, action.instant)
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            logger.warning("could not hand the start instant over: %s", e)
+            self._collect(Collect(action.run_id, stop=True), observed)
+            return
+        mine = observed.units[self.charm.unit.name]
+        self._save_unit(replace(mine, started_at=now))
+
+    def _collect(self, action: Collect, observed: Observed) -> None:
+        """The local workload has ended (or is stopped now): record how, and go idle."""
+        if action.stop:
+            try:
+                self.workload.halt()
+            except (ops.pebble.ChangeError, ops.pebble.ConnectionError, ops.pebble.APIError) as e:
+                logger.warning("stopping the workload failed: %s", e)
+        mine = observed.units.get(self.charm.unit.name, UnitReport())
+        notice = action.notice or self._done_notice(action.run_id)
+        self._save_unit(self._ended(mine, notice, ""))
+
+    def _ended(self, base: UnitReport, notice: Mapping[str, str] | None, error: str) -> UnitReport:
+        """Idle, with the exit code and result of the run that ended."""
+        exit_code = None
+        result = None
+        if notice is not None:
+            try:
+                exit_code = int(notice.get("exit_code", ""))
+            except ValueError:
+                error = error or f"unreadable exit code {notice.get('exit_code')!r}"
+            run = self.run
+            if run is not None and run.run_id == base.run_id:
+                result = self._result(run)
+        elif not error:
+            error = "the workload ended without a done notice"
+        return UnitReport(
+            endpoint=base.endpoint,
+            status=IDLE,
+            run_id=base.run_id,
+            exit_code=exit_code,
+            error=error,
+            result=result,
+            started_at=base.started_at,
+        )
+
+    def _result(self, run: Run) -> dict[str, Any] | None:
+        try:
+            return self.workload.result(run)
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            logger.info("no result from the workload: %s", e)
+            return None
+
+    def _done_notice(self, run_id: str) -> dict[str, str] | None:
+        """The data of the done-notice for this run, if Pebble has one."""
+        try:
+            notices = self.container.get_notices(keys=[self.notice_key])
+        except (ops.pebble.ConnectionError, ops.pebble.APIError):
+            return None
+        for notice in notices:
+            if notice.last_data.get("run_id") == run_id:
+                return dict(notice.last_data)
+        return None
+
+    # ------------------------------------------------------------ leader side
+
+    def _probe(self, action: Probe, _: Observed) -> None:
+        """Which still-initializing participants are ready by now."""
+        self._probed = frozenset(self.workload.probe(action.endpoints))
+
+    def _release(self, action: Release, _: Observed) -> None:
+        """Release every participant at once through its API; the outcome decides next."""
+        assert isinstance(self.release, ApiRelease)
+        order = list(action.endpoints)
+        requests = [(e, self.workload.release_request(e)) for e in action.endpoints.values()]
+        deliveries = fan_out(requests, self.release.timeout, self.release.connect_retries)
+        self._released = {p: d.outcome() for p, d in zip(order, deliveries, strict=True)}
+
+    def _schedule(self, action: Schedule, observed: Observed) -> None:
+        """Every participant starts at the instant: the run is running from now on."""
+        run = observed.run
+        assert run is not None
+        data = self._app_data()
+        data.run = replace(run, phase=RUNNING, start_at=action.instant)
+        self._save_app(data)
+        logger.info("run %s starts at %.3f", run.run_id, action.instant)
+
+    def _started(self, action: Started, observed: Observed) -> None:
+        """The release reached everyone: record when, and the run is running."""
+        run = observed.run
+        assert run is not None
+        data = self._app_data()
+        data.run = replace(run, phase=RUNNING, released=dict(action.released))
+        self._save_app(data)
+        self._released = None
+        logger.info("run %s released on %d units", run.run_id, len(run.participants))
+
+    def _abort(self, action: Abort, observed: Observed) -> None:
+        """Phase stopping: ask every armed participant to stop; units stop on the change."""
+        run = observed.run
+        assert run is not None
+        if action.released is not None:
+            run = replace(run, released=dict(action.released))
+        data = self._app_data()
+        data.run = stopping(run, action.reason, observed.now)
+        self._save_app(data)
+        self._released = None
+        endpoints = [
+            observed.units[p].endpoint
+            for p in run.participants
+            if p in observed.units
+            and observed.units[p].run_id == run.run_id
+            and observed.units[p].live
+            and observed.units[p].endpoint
+        ]
+        if endpoints:
+            self.workload.stop_remote(endpoints)
+        logger.warning("run %s stopping: %s", run.run_id, action.reason)
+
+    def _finish(self, action: Finish, observed: Observed) -> None:
+        """Aggregate the participants' reports into the last run and clear the active run."""
+        run = observed.run
+        assert run is not None
+        reports = {
+            p: observed.units[p]
+            for p in run.participants
+            if p in observed.units and observed.units[p].run_id == run.run_id
+        }
+        aggregate = self.aggregate(run, reports, observed.now) if self.aggregate else None
+        record = last_run_record(run, observed.units, action.lost, observed.now, aggregate)
+        self._save_app(AppData(run=None, payload=None, last_run=record))
+        logger.info("run %s ended %s %s", run.run_id, record.outcome, record.reason)
+
+    # ------------------------------------------------------------ status
+
+    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        """This unit's part in the run."""
+        if self.relation is None:
+            event.add_status(ops.WaitingStatus("waiting for the peer relation"))
+            return
+        event.add_status(unit_status(self.run, self.reports()[self.charm.unit.name], self._me))
+
+    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        """The run's phase and progress, or the last outcome (leader)."""
+        if self.relation is None:
+            return
+        data = self._app_data()
+        event.add_status(app_status(data.run, data.last_run, self.reports(), self.clock()))
+
+    @property
+    def _me(self) -> str:
+        return self.charm.unit.name
+
+
+def unit_status(run: Run | None, mine: UnitReport, me: str) -> ops.StatusBase:
+    """A unit's status: its part in the active run, a failure of it, or idle."""
+    if mine.status == PENDING:
+        return ops.MaintenanceStatus(f"arming run {mine.run_id}")
+    if mine.status == BUSY:
+        phase = run.phase if run and run.run_id == mine.run_id else "ending"
+        label = "armed" if phase == ARMING else phase
+        return ops.ActiveStatus(f"{label}: run {mine.run_id}")
+    if run and mine.run_id == run.run_id and (mine.error or mine.exit_code):
+        return ops.BlockedStatus(f"run {mine.run_id} failed: {failure_text(me, mine)}")
+    return ops.ActiveStatus("idle")
+
+
+def app_status(
+    run: Run | None, last: LastRun | None, units: Mapping[str, UnitReport], now: float
+) -> ops.StatusBase:
+    """The application's status: the run's progress, or the last run's outcome."""
+    if run is None:
+        text = "idle"
+        if last is not None:
+            text += f"; last run {last.run_id} {last.outcome}"
+            if last.headline:
+                text += f", {last.headline}"
+        return ops.ActiveStatus(text)
+    total = len(run.participants)
+    if run.phase == ARMING:
+        return ops.MaintenanceStatus(f"arming {count_armed(run, units)}/{total}")
+    if run.phase == RUNNING:
+        running = total - count_finished(run, units)
+        started = run.started
+        elapsed = f", {max(0.0, now - started):.0f}s" if started else ""
+        if elapsed and run.expected_s:
+            elapsed += f" of {run.expected_s:.0f}s"
+        return ops.ActiveStatus(f"running {running}/{total} units{elapsed}")
+    done = count_finished(run, units)
+    return ops.MaintenanceStatus(f"stopping {done}/{total} units done")

@@ -1,0 +1,219 @@
+"""The k6 workload: `k6 run --paused` as a one-shot Pebble service, and what the library needs.
+
+`RunCommand` builds the command line (one shell-quoted string); `K6Workload` is this charm's
+`Workload` for the synchronized-task library: it arms k6 for a unit's execution segment,
+resumes it through its REST API (k6_client) and collects its summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ops
+from charms.k6_k8s.v0.synchronized_task import (
+    ArmFailed,
+    Run,
+    Share,
+    Workload,
+    done_notice_command,
+    endpoint_of,
+)
+from ops import pebble
+
+import k6_client
+import results
+from cos import REPORT_FILE
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "k6"
+NOTICE_KEY = "k6.com/done"
+WORKDIR = "/var/lib/k6-k8s"
+SUMMARY_FILE = "summary.json"
+SCRIPT_DIR = "tests"
+ARM_WAIT_SECONDS = 30.0  # how long one unit's arm hook waits for its own k6 to pause
+RECHECK_WAIT_SECONDS = 2.0  # a later look at a k6 that was still initializing
+
+# Settings for the k6 in the workload image (1.7 there, 1.1 in the tests; docs/juju-k8s.md):
+# older k6 ignores unknown variables, so one environment serves both.
+VERSION_ENV = {
+    # since 1.2, a script importing a missing k6/x extension makes k6 download a custom binary
+    # from Grafana's build service: never from a load-test pod (no egress is assumed)
+    "K6_AUTO_EXTENSION_RESOLUTION": "false",
+    # 1.5 added a new --summary-export format, announced as v2's default: keep the one parsed
+    "K6_NEW_MACHINE_READABLE_SUMMARY": "false",
+}
+
+
+def segment_flags(share: Share) -> list[str]:
+    """Execution-segment flags for one participant's share (none for a single unit)."""
+    if share.count <= 1:
+        return []
+    if not 0 <= share.index < share.count:
+        raise ValueError(f"participant index {share.index} outside 0..{share.count - 1}")
+    bounds = [Share(i, share.count).bounds()[0] for i in range(share.count)] + [1]
+    start, end = share.bounds()
+    return [
+        "--execution-segment",
+        f"{start}:{end}",
+        "--execution-segment-sequence",
+        ",".join(str(b) for b in bounds),
+    ]
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """What one participant runs: inputs to `k6 run --paused`."""
+
+    script: str  # path relative to the service working directory
+    run_id: str
+    address: str  # host the REST API binds to
+    share: Share = Share(0, 1)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    extra_args: Sequence[str] = ()
+
+    def k6_argv(self) -> list[str]:
+        """The k6 argv, one list element per argument."""
+        argv = ["k6", "run", "--paused", "--address", endpoint_of(self.address, k6_client.PORT)]
+        argv += segment_flags(self.share)
+        for key, value in sorted(self.tags.items()):
+            argv += ["--tag", f"{key}={value}"]
+        for key, value in self.environment.items():
+            argv += ["-e", f"{key}={value}"]
+        argv += ["--summary-export", SUMMARY_FILE, "--summary-trend-stats", results.trend_stats()]
+        argv += ["--no-usage-report"]  # no phoning home from a load-test pod
+        argv += [*self.extra_args, self.script]
+        return argv
+
+    def service_command(self) -> str:
+        """The Pebble service command: k6, then the done-notice with the run id and exit code."""
+        return done_notice_command(shlex.join(self.k6_argv()), NOTICE_KEY, self.run_id)
+
+
+def layer(command: str, environment: Mapping[str, str] | None = None) -> dict:
+    """The Pebble layer for a one-shot k6 service (never restarted when it exits)."""
+    service: dict = {
+        "override": "replace",
+        "summary": "k6 load test (one run)",
+        "command": command,
+        "startup": "disabled",
+        "working-dir": WORKDIR,
+        "on-success": "ignore",
+        "on-failure": "ignore",
+        "kill-delay": "5s",
+        "environment": {**VERSION_ENV, **(environment or {})},
+    }
+    return {"summary": "k6 load test", "services": {SERVICE: service}}
+
+
+def change_error_text(err: str) -> str:
+    """The failed task's line of a Pebble change error ("Start service ... (why)")."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    return lines[-1].removeprefix("- ") if lines else err
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where this unit's k6 sends metrics and logs, and how its samples are tagged."""
+
+    tags: Mapping[str, str]
+    args: Sequence[str] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+class K6Workload(Workload):
+    """k6 in the workload container, driven through Pebble and its own REST API."""
+
+    def __init__(
+        self, container: ops.Container, unit_name: str, outputs: Callable[[str], Outputs]
+    ):
+        self.container = container
+        self.unit_name = unit_name
+        self.outputs = outputs  # run id -> this run's tags, output flags and environment
+
+    def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
+        """Write the script, start `k6 run --paused`, wait until its API says paused."""
+        outputs = self.outputs(run.run_id)
+        command = RunCommand(
+            script=f"{SCRIPT_DIR}/{payload['script_name']}",
+            run_id=run.run_id,
+            address=address,
+            share=share,
+            environment=payload.get("environment", {}),
+            tags=outputs.tags,
+            extra_args=outputs.args,
+        )
+        environment = {
+            "K6_K8S_UNIT": self.unit_name,
+            "K6_K8S_RUN_ID": run.run_id,
+            **outputs.environment,
+        }
+        self.container.push(
+            f"{WORKDIR}/{command.script}", payload["script"], make_dirs=True, permissions=0o644
+        )
+        for stale in (SUMMARY_FILE, REPORT_FILE):
+            self.container.remove_path(f"{WORKDIR}/{stale}", recursive=True)
+        self.container.add_layer(
+            SERVICE, layer(command.service_command(), environment), combine=True
+        )
+        try:
+            self.container.restart(SERVICE)
+        except pebble.ChangeError as e:
+            raise ArmFailed(change_error_text(e.err or str(e))) from None
+        return self._ready(address, ARM_WAIT_SECONDS)
+
+    def ready(self, run: Run, address: str) -> bool:
+        """Look again at a k6 that was still initializing."""
+        return self._ready(address, RECHECK_WAIT_SECONDS)
+
+    def _ready(self, address: str, wait: float) -> bool:
+        endpoint = endpoint_of(address, k6_client.PORT)
+        status = k6_client.wait_ready(endpoint, wait, alive=self.running)
+        return status is not None and status.ready
+
+    def running(self) -> bool:
+        """The k6 service's process is alive."""
+        return self.container.get_service(SERVICE).is_running()
+
+    def halt(self) -> None:
+        """Stop k6 (SIGTERM: it exits 105 and the service line still sends the notice)."""
+        self.container.stop(SERVICE)
+
+    def result(self, run: Run) -> dict[str, Any] | None:
+        """This unit's compact k6 summary and the path of its HTML report."""
+        return {"summary": self._summary(), "report": self._report_path()}
+
+    def _summary(self) -> dict[str, Any] | None:
+        try:
+            text = self.container.pull(f"{WORKDIR}/{SUMMARY_FILE}").read()
+            return results.compact(json.loads(text))
+        except (pebble.PathError, ValueError) as e:
+            logger.info("no k6 summary: %s", e)
+            return None
+
+    def _report_path(self) -> str:
+        path = f"{WORKDIR}/{REPORT_FILE}"
+        return path if self.container.exists(path) else ""
+
+    def release_request(self, endpoint: str) -> bytes:
+        """PATCH /v1/status paused=false."""
+        return k6_client.resume_request(endpoint)
+
+    def probe(self, endpoints: Mapping[str, str]) -> frozenset[str]:
+        """Which units' k6 are paused before the run by now."""
+        statuses = k6_client.probe_all(list(endpoints.values()), timeout=1.0)
+        return frozenset(
+            p for p, e in endpoints.items() if (s := statuses.get(e)) is not None and s.ready
+        )
+
+    def stop_remote(self, endpoints: Sequence[str]) -> None:
+        """PATCH stopped=true to each k6; a unit that cannot be reached stops on its own."""
+        for endpoint, error in k6_client.stop_all(endpoints).items():
+            if error:
+                logger.info("stop via API at %s failed (it stops on its own): %s", endpoint, error)
