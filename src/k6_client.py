@@ -55,6 +55,12 @@ def parse_status(body: bytes | str) -> ApiStatus:
 _CLIENT_OPTIONS: dict = {"verify": False, "trust_env": False}
 
 
+def _async_client(timeout: float, endpoints: int) -> httpx.AsyncClient:
+    """A client with a connection for every endpoint (httpx's default pool stops at 100)."""
+    limits = httpx.Limits(max_connections=max(1, endpoints), max_keepalive_connections=0)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, **_CLIENT_OPTIONS)
+
+
 def get_status(endpoint: str, timeout: float = 1.0) -> ApiStatus | None:
     """One status probe; None when the API is not (or no longer) answering."""
     try:
@@ -100,7 +106,7 @@ def probe_all(endpoints: Sequence[str], timeout: float = 1.0) -> dict[str, ApiSt
             return None
 
     async def main() -> list[ApiStatus | None]:
-        async with httpx.AsyncClient(timeout=timeout, **_CLIENT_OPTIONS) as client:
+        async with _async_client(timeout, len(endpoints)) as client:
             return await asyncio.gather(*(one(client, e) for e in endpoints))
 
     return dict(zip(endpoints, asyncio.run(main()), strict=True))
@@ -118,7 +124,7 @@ def stop_all(endpoints: Sequence[str], timeout: float = 2.0) -> dict[str, str | 
             return f"{type(e).__name__}: {e}"
 
     async def main() -> list[str | None]:
-        async with httpx.AsyncClient(timeout=timeout, **_CLIENT_OPTIONS) as client:
+        async with _async_client(timeout, len(endpoints)) as client:
             return await asyncio.gather(*(one(client, e) for e in endpoints))
 
     return dict(zip(endpoints, asyncio.run(main()), strict=True))
