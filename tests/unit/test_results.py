@@ -1,14 +1,22 @@
 """Unit tests for results: compact summaries, merge units, thresholds, the results table.
 
 Real k6 v1.1.0 summary exports live in tests/unit/data/ next to the scripts that produced them.
+Distributions are built as k6 builds them: `k6_percentile` is k6's TrendSink.P, checked bit for
+bit against the real binary (docs/results.md).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import results
 
@@ -26,6 +34,15 @@ def split_compacts() -> dict[str, dict]:
 
 def load_split() -> dict[str, dict]:
     return load("summary_split_3_units.json")
+
+
+def load_grid() -> dict[str, dict]:
+    """Two units of one real run with `results.trend_stats()`: cart_time is 1..200 over both."""
+    return load("summary_grid_split_2_units.json")
+
+
+def grid_compacts() -> dict[str, dict]:
+    return {unit: results.compact(export) for unit, export in load_grid().items()}
 
 
 def unit_summary(
@@ -48,6 +65,51 @@ def unit_summary(
     if duration is not None:
         summary["trends"]["http_req_duration"] = duration
     return summary
+
+
+def k6_percentile(ordered: Sequence[float], fraction: float) -> float:
+    """k6's TrendSink.P: interpolate the sorted samples at position fraction * (n - 1)."""
+    if len(ordered) == 1:
+        return ordered[0]
+    position = fraction * (len(ordered) - 1.0)
+    low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+    return low + (high - low) * (position - math.floor(position))
+
+
+def k6_trend(samples: Sequence[float]) -> dict:
+    """The trend k6 writes to --summary-export when run with `results.trend_stats()`."""
+    ordered = sorted(samples)
+    entry = {
+        "avg": math.fsum(ordered) / len(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "count": len(ordered),
+    }
+    for percent, fraction in zip(results.GRID_PERCENTS, results.GRID, strict=True):
+        entry[f"p({percent})"] = k6_percentile(ordered, fraction)
+    return entry
+
+
+def trend_summary(samples: Sequence[float], name: str = "t") -> dict:
+    """A unit's compact summary holding one trend of these samples, through compact()."""
+    return results.compact({"metrics": {name: k6_trend(samples)}})
+
+
+def raw_distribution(samples: Sequence[float]) -> results.Distribution:
+    """A unit's distribution from k6's exact (unrounded) grid values."""
+    entry = k6_trend(samples)
+    grid = [entry[f"p({p})"] for p in results.GRID_PERCENTS]
+    distribution = results.Distribution.from_compact({**entry, results.GRID_KEY: grid})
+    assert distribution is not None
+    return distribution
+
+
+def shares(union: Sequence[float], x: float, tolerance: float) -> tuple[float, float]:
+    """(share of samples <= x + tolerance, share of samples < x - tolerance) of sorted `union`."""
+    return (
+        bisect_right(union, x + tolerance) / len(union),
+        bisect_left(union, x - tolerance) / len(union),
+    )
 
 
 # --- compact ----------------------------------------------------------------------------------
@@ -197,10 +259,10 @@ def test_compact_drops_a_metric_whose_name_alone_exceeds_the_bound():
 
 
 def test_compact_keeps_script_metrics_before_k6_breakdowns():
-    # Arrange: enough script trends to fill the budget on their own.
+    # Arrange: enough script trends to fill the budget on their own (~95 bytes each).
     export = load("summary_custom_metrics.json")
     trend = {"avg": 1.5, "min": 0.5, "med": 1.5, "max": 2.5, "p(90)": 2.25, "p(95)": 2.375}
-    for i in range(40):
+    for i in range(100):
         export["metrics"][f"zz_{i:02d}"] = dict(trend)
 
     summary = results.compact(export)
@@ -231,6 +293,132 @@ def test_compact_ignores_values_that_are_not_finite_numbers():
     assert summary["trends"] == {"half_trend": {"max": 3.0}}
     assert summary["dropped"] == 5
     assert summary["duration_s"] == 2.0
+
+
+def test_trend_stats_asks_k6_for_count_min_max_avg_and_every_grid_percentile():
+    stats = results.trend_stats().split(",")
+
+    assert stats[:4] == ["avg", "min", "max", "count"]
+    assert stats[4:7] == ["p(2.5)", "p(5)", "p(7.5)"]
+    assert stats[-3:] == ["p(99.99)", "p(99.995)", "p(99.999)"]
+    assert len(stats) == 4 + 174
+
+
+def test_grid_rises_strictly_and_holds_the_reported_percentiles():
+    assert len(results.GRID) == len(results.GRID_PERCENTS) == 174
+    assert all(a < b for a, b in zip(results.GRID, results.GRID[1:], strict=False))
+    assert 0 < results.GRID[0] and results.GRID[-1] < 1
+    for percent in ("50", "90", "95", "99", "99.9"):
+        assert percent in results.GRID_PERCENTS
+    # 0.1 % steps on both sides of p95, 0.05 % around p99, 0.01 % around p99.9.
+    index = results.GRID_PERCENTS.index
+    assert results.GRID_PERCENTS[index("95") - 1 : index("95") + 2] == ("94.9", "95", "95.1")
+    assert results.GRID_PERCENTS[index("99") - 1 : index("99") + 2] == ("98.95", "99", "99.05")
+    assert results.GRID_PERCENTS[index("99.9") - 1 : index("99.9") + 2] == (
+        "99.89",
+        "99.9",
+        "99.91",
+    )
+
+
+def test_compact_keeps_the_grid_of_a_real_export():
+    # Arrange: unit 0 of a real run holds cart_time = the odd numbers 1, 3, ..., 199.
+    export = load_grid()["k6/0"]
+
+    # Act
+    trend = results.compact(export)["trends"]["cart_time"]
+
+    # Assert: k6's own p(95) = s[94] + 0.05 * (s[95] - s[94]) = 189 + 0.1 (position 0.95 * 99).
+    grid = trend[results.GRID_KEY]
+    assert set(trend) == {"min", "max", "avg", "count", results.GRID_KEY}
+    assert (trend["min"], trend["max"], trend["avg"], trend["count"]) == (1, 199, 100, 100)
+    assert len(grid) == len(results.GRID)
+    assert grid[results.GRID_PERCENTS.index("95")] == 189.1
+    assert grid[results.GRID_PERCENTS.index("50")] == 100  # (99 + 101) / 2, an int in JSON
+    assert grid == sorted(grid)
+
+
+def test_compact_with_four_gridded_trends_stays_within_8_kib():
+    # Arrange: a real HTTP run, sub-millisecond latencies (the longest numbers), 11 trends.
+    exports = load_grid()
+
+    for export in exports.values():
+        # Act
+        summary = results.compact(export)
+
+        # Assert: the four trends that matter most carry their grid, everything is kept.
+        encoded = json.dumps(summary)
+        assert len(encoded) <= results.MAX_COMPACT_BYTES == 8192
+        gridded = {n for n, t in summary["trends"].items() if results.GRID_KEY in t}
+        assert {"http_req_duration", "iteration_duration", "cart_time", "queue_depth"} <= gridded
+        assert summary["dropped"] == 0
+        assert json.loads(encoded) == summary
+
+
+def test_compact_rounds_grid_values_to_five_significant_digits():
+    entry = k6_trend([1.0, 2.0, 3.0])
+    entry["p(95)"] = 2.987654321  # k6 would say 2.9; any value between its neighbours will do
+
+    trend = results.compact({"metrics": {"t": entry}})["trends"]["t"]
+
+    assert trend[results.GRID_KEY][results.GRID_PERCENTS.index("95")] == 2.9877
+    assert trend[results.GRID_KEY][results.GRID_PERCENTS.index("50")] == 2  # int, not 2.0
+
+
+def test_compact_grid_never_decreases_nor_leaves_min_max():
+    # Arrange: a last-bit wobble of k6's float interpolation, and values outside [min, max].
+    entry = k6_trend([10.0, 20.0, 30.0, 40.0])
+    entry["p(50)"] = 24.0  # below p(49) = 20 + 10 * 0.47 = 24.7
+    entry["p(2.5)"] = 9.0  # below min
+    entry["p(99.999)"] = 41.0  # above max
+
+    grid = results.compact({"metrics": {"t": entry}})["trends"]["t"][results.GRID_KEY]
+
+    index = results.GRID_PERCENTS.index
+    assert grid[index("2.5")] == 10
+    assert grid[index("49")] == grid[index("50")] == 24.7
+    assert grid[index("99.999")] == 40
+    assert grid == sorted(grid)
+
+
+@pytest.mark.parametrize("samples", [[5.0], [5.0, 9.0], [7.0, 7.0, 7.0, 7.0]])
+def test_compact_keeps_no_grid_when_min_and_max_fix_the_distribution(samples):
+    # One or two samples, or one value: k6's interpolation is already fixed by min and max.
+    trend = trend_summary(samples)["trends"]["t"]
+
+    assert results.GRID_KEY not in trend
+    assert (trend["min"], trend["max"], trend["count"]) == (
+        min(samples),
+        max(samples),
+        len(samples),
+    )
+
+
+def test_compact_keeps_a_trend_small_when_its_grid_does_not_fit():
+    # Arrange: eight script trends with grids: about 1.4 KiB each, 11 KiB in all.
+    metrics = {
+        f"trend_{i}": k6_trend([float(v * (i + 1)) for v in range(1, 500)]) for i in range(8)
+    }
+
+    # Act
+    summary = results.compact({"metrics": metrics})
+
+    # Assert: the first ones (by name) keep the grid, the others their small form; none dropped.
+    trends = summary["trends"]
+    assert len(json.dumps(summary)) <= results.MAX_COMPACT_BYTES
+    assert summary["dropped"] == 0
+    gridded = [n for n in sorted(trends) if results.GRID_KEY in trends[n]]
+    assert gridded == [f"trend_{i}" for i in range(len(gridded))]
+    assert 4 <= len(gridded) < 8
+    assert trends["trend_7"] == {
+        "min": 8.0,
+        "max": 3992.0,
+        "avg": 2000.0,
+        "med": 2000.0,
+        "p(90)": 3593.6,
+        "p(95)": 3792.8,
+        "count": 499,
+    }
 
 
 @pytest.mark.parametrize("document", [{}, {"metrics": []}, [], "text"])
@@ -270,9 +458,16 @@ def test_aggregate_merges_real_http_req_duration():
     assert duration["count"] == 30
     # (12 * 0.972924 + 9 * 0.532035 + 9 * 0.532999) / 30 = 21.260394 / 30 = 0.7086798
     assert duration["avg"] == pytest.approx(0.70868, abs=1e-6)
-    assert duration["per_unit"]["k6/1"]["p(95)"] == 0.849749
-    assert duration["p(95)_unit_range"] == [0.849749, 2.50578]
-    assert "p(95)" not in duration
+    # Exported before grids: min, med, p(90), p(95), max per unit still merge, coarsely. Target
+    # position 0.95 * 29 + 1/2 = 28.05: k6/1 and k6/2 lie below 0.91 (18 samples), so k6/0 needs
+    # 1/2 + 11 F = 10.05, F = 0.868182, between its med (0.5) and p(90) (0.9):
+    # x = 0.707252 + (0.368182 / 0.4) * (1.4198 - 0.707252) = 1.36312.
+    assert duration["p(95)"] == 1.36312
+    assert 0.849749 <= duration["p(95)"] <= 2.50578  # a mixture's p95: within the units' own
+    # Certified from k6/0's cell [med, p(90)]: >= 6 + 18 samples <= x: 0.95 - 24/30 = 0.15.
+    assert duration["rank_error"]["p(95)"] == 0.15
+    assert "per_unit" not in duration
+    assert "p(95)_unit_range" not in duration
 
 
 def test_aggregate_without_run_duration_uses_longest_unit():
@@ -327,12 +522,12 @@ def test_aggregate_weighted_avg_and_exact_min_max():
     # (8 * 10 + 8 * 20 + 4 * 40) / 20 = 400 / 20 = 20; a plain mean of avgs would say 23.33.
     assert duration["avg"] == 20
     assert duration["count"] == 20
-    assert {u: s["p(95)"] for u, s in duration["per_unit"].items()} == {
-        "k6/0": 25,
-        "k6/1": 35,
-        "k6/2": 80,
-    }
-    assert duration["p(90)_unit_range"] == [20, 70]
+    # Merged p95: target position 0.95 * 19 + 1/2 = 18.55 samples. k6/0 and k6/1 are wholly
+    # below 40 (16 samples); k6/2 adds 1/2 + 3 * F(x) with F = 0.9 * (x - 1) / 69 on [1, 70]:
+    # 16.5 + 2.7 * (x - 1) / 69 = 18.55 gives x = 1 + 2.05 * 69 / 2.7 = 53.3889.
+    assert duration["p(95)"] == 53.3889
+    # Certified: >= 8 + 8 + 1 samples <= x, <= 8 + 8 + 3 below it: max(0.95 - 17/20, 19/20 - 0.95).
+    assert duration["rank_error"]["p(95)"] == 0.1
 
 
 def test_aggregate_unit_without_summary_is_missing_not_zero():
@@ -397,6 +592,8 @@ def test_aggregate_avg_is_none_when_a_unit_count_is_unknown():
     duration = merged["trends"]["http_req_duration"]
     assert duration["avg"] is None
     assert duration["count"] is None
+    assert duration["p(95)"] is None  # units cannot be weighted without their counts
+    assert "rank_error" not in duration
     assert duration["count_unknown_units"] == ["k6/0"]
     assert (duration["min"], duration["max"]) == (1, 9)  # still exact
 
@@ -422,8 +619,7 @@ def test_aggregate_ignores_trend_placeholders_without_samples():
 
     duration = merged["trends"]["http_req_duration"]
     assert (duration["min"], duration["max"], duration["avg"], duration["count"]) == (5, 7, 6, 3)
-    assert duration["p(95)_unit_range"] == [7, 7]
-    assert duration["per_unit"]["k6/0"] == zeros
+    assert duration["p(95)"] == 7  # k6/1's own: the placeholder adds no samples
 
 
 def test_aggregate_trend_with_no_samples_anywhere_has_no_stats():
@@ -486,12 +682,252 @@ def test_aggregate_reports_units_that_dropped_metrics():
     assert merged["dropped"] == {"k6/0": 7}
 
 
+def test_aggregate_record_does_not_grow_with_units_beyond_their_names():
+    # Arrange: the same two real units, as a run of 2 and as a run of 30.
+    compacts = list(grid_compacts().values())
+    two = {f"k6/{i}": compacts[i % 2] for i in range(2)}
+    thirty = {f"k6/{i}": compacts[i % 2] for i in range(30)}
+
+    # Act
+    small, large = results.aggregate(two, 1.0), results.aggregate(thirty, 1.0)
+
+    # Assert: the same keys everywhere, and only the list of reporting units is longer.
+    def shape(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items() if k != "units_reporting"}
+        return "list" if isinstance(value, list) else "value"
+
+    assert shape(large) == shape(small)
+    assert large["units_reporting"] == list(thirty)
+    assert len(json.dumps(large)) - len(json.dumps(large["units_reporting"])) < 4096
+    assert all("per_unit" not in t for t in large["trends"].values())
+
+
 def test_aggregate_is_json_serializable():
     per_unit = {**split_compacts(), "k6/3": None}
 
     merged = results.aggregate(per_unit, duration_s=None)
 
     assert json.loads(json.dumps(merged)) == merged
+
+
+# --- merged percentiles ----------------------------------------------------------------------
+
+
+def tiny(samples: Sequence[float]) -> dict:
+    """A hand-built compact trend of 1 or 2 samples (all k6 needs: min, max, avg, count)."""
+    return {
+        "min": min(samples),
+        "max": max(samples),
+        "avg": sum(samples) / len(samples),
+        "count": len(samples),
+    }
+
+
+def merged_trend(trends: dict[str, dict], **kwargs) -> dict:
+    per_unit = {unit: {"trends": {"t": trend}} for unit, trend in trends.items()}
+    return results.aggregate(per_unit, 1.0, **kwargs)["trends"]["t"]
+
+
+def test_merge_two_tiny_units_by_hand():
+    # Arrange: {0, 10} and {5}; the union {0, 5, 10} has k6 p50 5 and p90 5 + 0.8 * 5 = 9.
+    trends = {"k6/0": tiny([0, 10]), "k6/1": tiny([5])}
+
+    # Act
+    merged = merged_trend(trends)
+
+    # Assert: c0(x) = x / 10 + 1/2 on [0, 10), c1 = 1 from 5 on; N = 3.
+    # p50: target 0.5 * 2 + 1/2 = 1.5; C jumps from 1.0 to 2.0 at 5: x = 5, an exact median.
+    assert merged["p(50)"] == 5
+    assert merged["rank_error"]["p(50)"] == 0
+    # p90: target 2.3 = x / 10 + 1.5, x = 8. Only 2 of 3 samples are <= 8 and 2 are below it:
+    # error max(0.9 - 2/3, 2/3 - 0.9) = 0.2333, rounded up.
+    assert merged["p(90)"] == 8
+    assert merged["rank_error"]["p(90)"] == 0.234
+    # p99: target 2.48, x = 9.8; 0.99 - 2/3 = 0.3233.
+    assert merged["p(99)"] == 9.8
+    assert merged["rank_error"]["p(99)"] == 0.324
+
+
+def test_merge_small_forms_by_hand_is_exact_where_the_points_allow():
+    # Arrange: 0..100 and 100..200 (101 samples each) as exported before grids.
+    trends = {
+        "k6/0": {
+            "min": 0,
+            "max": 100,
+            "avg": 50,
+            "med": 50,
+            "p(90)": 90,
+            "p(95)": 95,
+            "count": 101,
+        },
+        "k6/1": {
+            "min": 100,
+            "max": 200,
+            "avg": 150,
+            "med": 150,
+            "p(90)": 190,
+            "p(95)": 195,
+            "count": 101,
+        },
+    }
+
+    # Act
+    merged = merged_trend(trends)
+
+    # Assert: the union 0..100, 100..200 (N = 202) has k6 p50 100 and p95 189 + 0.95 = 189.95.
+    # p50: target 0.5 * 201 + 1/2 = 101 = C(100) - 1/2: x = 100, exactly a median.
+    assert (merged["p(50)"], merged["rank_error"]["p(50)"]) == (100, 0)
+    # p95: target 191.45 = 101 + (x - 99.5): x = 189.95, right; but k6/1's cell [med, p(90)]
+    # only proves >= 101 + 51 samples <= x: 0.95 - 152/202 = 0.1975.
+    assert (merged["p(95)"], merged["rank_error"]["p(95)"]) == (189.95, 0.198)
+
+
+def test_merge_with_grids_certifies_a_small_error():
+    # The same union as above, but each unit exported with the grid (0.1 % cells around p95).
+    trends = {
+        "k6/0": trend_summary(range(0, 101))["trends"]["t"],
+        "k6/1": trend_summary(range(100, 201))["trends"]["t"],
+    }
+
+    merged = merged_trend(trends)
+
+    assert merged["p(95)"] == 189.95
+    assert merged["rank_error"]["p(95)"] == 0.00446  # was 0.198 from the small forms
+    assert merged["p(50)"] == 100
+    assert merged["rank_error"]["p(50)"] == 0
+
+
+def test_merged_percentile_of_one_unit_is_its_own_k6_value():
+    # Arrange: unit 0 of a real run alone: cart_time = 1, 3, ..., 199 (k6: p95 189.1, p50 100).
+    summary = grid_compacts()["k6/0"]
+
+    # Act
+    merged = results.aggregate({"k6/0": summary}, 1.0)["trends"]["cart_time"]
+
+    # Assert: 95 of its 100 samples are <= 189.1 and 95 below 190: an exact 95th percentile.
+    assert (merged["p(95)"], merged["rank_error"]["p(95)"]) == (189.1, 0)
+    assert (merged["p(50)"], merged["rank_error"]["p(50)"]) == (100, 0)
+
+
+def test_merge_of_a_real_run_matches_the_union():
+    # Arrange: the real run's two units hold cart_time 1..200 between them (odd / even).
+    union = list(range(1, 201))
+
+    # Act
+    merged = results.aggregate(grid_compacts(), 1.0)["trends"]["cart_time"]
+
+    # Assert: k6 on the union would say p50 100.5, p95 1 + 0.95 * 199 = 190.05, p99 198.01.
+    assert (merged["p(50)"], merged["p(95)"], merged["p(99)"]) == (100.5, 190.05, 198.01)
+    assert merged["count"] == 200
+    for key in ("p(50)", "p(90)", "p(95)", "p(99)"):
+        assert merged["rank_error"][key] <= 0.00501  # about 1/N: a sample either side
+    # p99.9 (k6 199.801) is where the two units' tops interleave: 199.598, still certified.
+    at_or_below, below = shares(union, merged["p(99.9)"], 0)
+    error = merged["rank_error"]["p(99.9)"]
+    assert merged["p(99.9)"] == 199.598
+    assert at_or_below >= 0.999 - error and below <= 0.999 + error
+
+
+@st.composite
+def unit_samples(draw: st.DrawFn) -> list[float]:
+    """One unit's samples: lognormal, bimodal, constant, or a tiny sample of 1-3 values."""
+    kind = draw(st.sampled_from(["lognormal", "bimodal", "constant", "tiny"]))
+    if kind == "tiny":
+        values = st.sampled_from([0.0, 1.0, 1.5, 7.0, 250.0])
+        return draw(st.lists(values, min_size=1, max_size=3))
+    count = draw(st.integers(1, 400))
+    if kind == "constant":
+        return [draw(st.sampled_from([0.0, 3.0, 41.2]))] * count
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    if kind == "lognormal":
+        mu, sigma = draw(st.floats(-1, 6)), draw(st.floats(0.05, 2))
+        return [rng.lognormvariate(mu, sigma) for _ in range(count)]
+    share = draw(st.floats(0.5, 0.99))
+    return [rng.gauss(20, 2) if rng.random() < share else rng.gauss(300, 30) for _ in range(count)]
+
+
+PERCENTS = st.one_of(
+    st.sampled_from([0.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0]),
+    st.floats(0, 100).map(lambda percent: round(percent, 4)),
+)
+
+
+def a_priori_slack(distribution: results.Distribution, x: float) -> float:
+    """(n - 1) * (width of the grid cell holding x) + 1/2, for a unit whose range holds x."""
+    points = list(zip(distribution.fractions, distribution.values, strict=True))
+    if not points[0][1] <= x <= points[-1][1] or points[0][1] == points[-1][1]:
+        return 0.0
+    below = max(f for f, v in points if v <= x)
+    above = min(f for f, v in points if v >= x)
+    return (distribution.count - 1) * max(0.0, above - below) + 0.5
+
+
+@settings(max_examples=300, deadline=None)
+@given(units=st.lists(unit_samples(), min_size=1, max_size=5), percent=PERCENTS)
+def test_merged_percentile_is_within_its_certified_rank_error(units, percent):
+    # Arrange: every unit's grid exactly as k6 computes it (unrounded).
+    distributions = [raw_distribution(samples) for samples in units]
+    union = sorted(x for samples in units for x in samples)
+    fraction = percent / 100
+
+    # Act
+    x = results.merged_quantile(distributions, fraction)
+    error = results.rank_error(distributions, x, fraction)
+
+    # Assert (Theorem 1): share <= x is >= p - e and share < x is <= p + e in the raw union;
+    # the tolerance covers the last bit of k6's float interpolation.
+    at_or_below, below = shares(union, x, 1e-9 * max(1.0, abs(x)))
+    assert at_or_below >= fraction - error - 1e-12
+    assert below <= fraction + error + 1e-12
+    # Theorem 2: e <= (sum of the units' slack at x + |p - 1/2|) / N.
+    slack = math.fsum(a_priori_slack(d, x) for d in distributions)
+    assert error <= (slack + abs(fraction - 0.5)) / len(union) + 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(units=st.lists(unit_samples(), min_size=1, max_size=5), percent=PERCENTS)
+def test_merged_percentile_from_compact_summaries_is_within_its_rank_error(units, percent):
+    # Arrange: the whole path: k6's export -> compact() (5-digit grid) -> aggregate().
+    per_unit = {f"k6/{i}": trend_summary(samples) for i, samples in enumerate(units)}
+    union = sorted(x for samples in units for x in samples)
+    key = results.percentile_key(percent)
+
+    # Act
+    merged = results.aggregate(per_unit, 1.0, results.parse_thresholds(f"t {key}<1"))
+    x, error = merged["trends"]["t"][key], merged["trends"]["t"]["rank_error"][key]
+
+    # Assert: the same, at values moved by the rounding (< 5.0003e-5 of x, docs/results.md).
+    at_or_below, below = shares(union, x, 5.0003e-5 * abs(x) + 1e-9)
+    assert at_or_below >= percent / 100 - error - 1e-12
+    assert below <= percent / 100 + error + 1e-12
+
+
+@settings(max_examples=100, deadline=None)
+@given(units=st.lists(unit_samples(), min_size=2, max_size=5), seed=st.integers(0, 1000))
+def test_merging_is_independent_of_unit_order_and_names(units, seed):
+    # Arrange: the same summaries under other names, inserted in another order.
+    summaries = [trend_summary(samples) for samples in units]
+    order = list(range(len(units)))
+    random.Random(seed).shuffle(order)
+    first = {f"k6/{i}": summaries[i] for i in range(len(units))}
+    second = {f"other/{9 - j}": summaries[i] for j, i in enumerate(order)}
+
+    # Act
+    merged_first = results.aggregate(first, 1.0)["trends"]["t"]
+    merged_second = results.aggregate(second, 1.0)["trends"]["t"]
+
+    # Assert: bit for bit the same numbers.
+    assert merged_first == merged_second
+
+
+def test_merging_is_independent_of_order_for_real_units():
+    compacts = grid_compacts()
+
+    forward = results.aggregate(compacts, 1.0)
+    backward = results.aggregate(dict(reversed(list(compacts.items()))), 1.0)
+
+    assert forward["trends"] == backward["trends"]
 
 
 # --- thresholds -------------------------------------------------------------------------------
@@ -522,10 +958,42 @@ def test_parse_thresholds_reads_semicolons_and_newlines():
             "http_req_duration{name:home page} max<5",
             results.Threshold("http_req_duration{name:home page}", "max", "<", 5),
         ),
+        ("http_req_duration p(95)<200", results.Threshold("http_req_duration", "p(95)", "<", 200)),
+        ("my_trend p(99.9)<=1.5", results.Threshold("my_trend", "p(99.9)", "<=", 1.5)),
+        ("my_trend p( 95.0 )<1", results.Threshold("my_trend", "p(95)", "<", 1)),
+        ("my_trend p(0)>=0", results.Threshold("my_trend", "p(0)", ">=", 0)),
+        ("my_trend p(100)<9", results.Threshold("my_trend", "p(100)", "<", 9)),
+        ("my_trend med<100", results.Threshold("my_trend", "med", "<", 100)),
+        ("http_req_duration: avg<80", results.Threshold("http_req_duration", "avg", "<", 80)),
+        (
+            "http_req_duration{expected_response:true}: p(95)<200",
+            results.Threshold("http_req_duration{expected_response:true}", "p(95)", "<", 200),
+        ),
     ],
 )
 def test_parse_thresholds_accepts_each_form(text, expected):
     assert results.parse_thresholds(text) == [expected]
+
+
+def test_parse_thresholds_reads_several_conditions_per_metric():
+    text = (
+        "http_req_duration: p(95)<200, p(99)<500, avg<100, max<1000, min>0, med<50, count>10\n"
+        "http_req_failed rate<0.01; http_reqs count>1000"
+    )
+
+    thresholds = results.parse_thresholds(text)
+
+    assert [str(t) for t in thresholds] == [
+        "http_req_duration p(95)<200",
+        "http_req_duration p(99)<500",
+        "http_req_duration avg<100",
+        "http_req_duration max<1000",
+        "http_req_duration min>0",
+        "http_req_duration med<50",
+        "http_req_duration count>10",
+        "http_req_failed rate<0.01",
+        "http_reqs count>1000",
+    ]
 
 
 @pytest.mark.parametrize("text", ["", "  ", ";\n;"])
@@ -540,9 +1008,17 @@ def test_parse_thresholds_of_empty_text_is_empty(text):
         ("rate<0.01", "bad threshold 'rate<0.01': expected"),
         ("http_reqs count=>5", "bad threshold 'http_reqs count=>5': expected"),
         ("http_reqs count>", "bad threshold 'http_reqs count>': expected"),
-        ("http_req_duration p(95)<500", "'http_req_duration p(95)<500': percentiles cannot"),
-        ("http_req_duration med<500", "'http_req_duration med<500': percentiles cannot"),
+        ("p(95)<200", "bad threshold 'p(95)<200': expected '<metric> <stat><op><number>' or"),
+        ("http_req_duration p(101)<500", "'http_req_duration p(101)<500': 'p(101)' is not a"),
+        ("t p(abc)<5", "'t p(abc)<5': 'p(abc)' is not a percentile; use p(N) with N a number"),
+        ("t p95<5", "'t p95<5': unknown stat 'p95'; use one of count, rate, value, min, max"),
         ("http_reqs total>5", "'http_reqs total>5': unknown stat 'total'"),
+        ("t: p(95)<200, p(99)", "'t: p(95)<200, p(99)': condition 'p(99)' is not '<stat><op>"),
+        ("t: p(95)<200,", "'t: p(95)<200,': condition '' is not '<stat><op><number>'"),
+        ("t:", "bad threshold 't:': condition '' is not"),
+        (": p(95)<200", "bad threshold ': p(95)<200': '' is not a metric name"),
+        ("t p(95)<200, p(99)<500", "'t p(95)<200, p(99)<500': 't p(95)<200,' is not a metric"),
+        ("t: p(95)<fast", "'t: p(95)<fast': 'fast' is not a number"),
         ("http_reqs count>many", "'http_reqs count>many': 'many' is not a number"),
         ("http_reqs count>nan", "'http_reqs count>nan': 'nan' is not a number"),
         ("checks rate>0.9; http_reqs count>inf", "'http_reqs count>inf': 'inf' is not a number"),
@@ -567,10 +1043,98 @@ def test_evaluate_passes_when_every_threshold_holds():
     thresholds = results.parse_thresholds(
         "http_reqs count==30; http_reqs rate>=15; http_req_failed rate<0.34; checks value>0.6;"
         "http_req_duration max<4; http_req_duration min>0.3; http_req_duration avg<0.71;"
-        "http_req_duration count>=30"
+        "http_req_duration count>=30; http_req_duration: p(95)<1.4, med<0.6"
     )
 
     assert results.evaluate(real_aggregate(), thresholds) == []
+
+
+def test_evaluate_percentile_failure_names_the_merged_value_and_its_error():
+    # Arrange: the real run; cart_time is 1..200 over both units.
+    thresholds = results.parse_thresholds("cart_time: p(95)<190, p(99)<199, med<100")
+    merged = results.aggregate(grid_compacts(), 1.0, thresholds)
+
+    # Act
+    reasons = results.evaluate(merged, thresholds)
+
+    # Assert: p(95) 190.05 and med 100.5, each with its certified rank error (0.501 %).
+    assert reasons == [
+        "cart_time p(95)<190: p(95) is 190.05 (±0.51 % rank)",
+        "cart_time med<100: med is 100.5 (±0.51 % rank)",
+    ]
+
+
+def test_evaluate_judges_a_percentile_on_the_estimate_even_within_its_error():
+    # 190.05 ± 0.5 % rank: a threshold at 190.1 is inside the band; the estimate passes it.
+    thresholds = results.parse_thresholds("cart_time p(95)<190.1")
+    merged = results.aggregate(grid_compacts(), 1.0, thresholds)
+
+    assert results.evaluate(merged, thresholds) == []
+
+
+def test_evaluate_percentile_the_aggregate_was_not_asked_for():
+    thresholds = results.parse_thresholds("cart_time p(97.5)<190")
+
+    reasons = results.evaluate(results.aggregate(grid_compacts(), 1.0), thresholds)
+
+    assert reasons == [
+        "cart_time p(97.5)<190: p(97.5) of cart_time was not merged "
+        "(aggregate() was not given this threshold)"
+    ]
+
+
+def test_evaluate_global_p95_fails_although_every_unit_passes_alone():
+    # Arrange: two units of {0, 100}: k6 gives each p95 = 0 + 0.95 * 100 = 95, but the union
+    # {0, 0, 100, 100} has p95 at position 0.95 * 3 = 2.85, between two 100s: 100.
+    units = {"k6/0": {"trends": {"t": tiny([0, 100])}}, "k6/1": {"trends": {"t": tiny([0, 100])}}}
+    thresholds = results.parse_thresholds("t p(95)<99")
+
+    # Act
+    alone = [
+        results.evaluate(results.aggregate({u: s}, 1.0, thresholds), thresholds)
+        for u, s in units.items()
+    ]
+    together = results.evaluate(results.aggregate(units, 1.0, thresholds), thresholds)
+
+    # Assert
+    assert alone == [[], []]
+    assert together == ["t p(95)<99: p(95) is 100 (±0 % rank)"]
+
+
+def test_evaluate_global_p5_passes_although_every_unit_fails_alone():
+    # The reverse: each unit's p5 is 5; the union's is 0 (position 0.15, between two 0s).
+    units = {"k6/0": {"trends": {"t": tiny([0, 100])}}, "k6/1": {"trends": {"t": tiny([0, 100])}}}
+    thresholds = results.parse_thresholds("t p(5)<3")
+
+    alone = [
+        results.evaluate(results.aggregate({u: s}, 1.0, thresholds), thresholds)
+        for u, s in units.items()
+    ]
+    together = results.evaluate(results.aggregate(units, 1.0, thresholds), thresholds)
+
+    # Alone, one of 2 samples is below 5: 1/2 - 0.05 = 45 % rank from an exact p5.
+    assert alone == [["t p(5)<3: p(5) is 5 (±45 % rank)"]] * 2
+    assert together == []
+
+
+def test_evaluate_global_p95_passes_when_only_one_slow_unit_fails_alone():
+    # Arrange: three units take 1..1000 ms; a fourth takes 1..900 ms and 100 requests of 5 s.
+    fast = list(range(1, 1001))
+    slow = [*range(1, 901), *[5000] * 100]
+    units = {f"k6/{i}": trend_summary(fast, "http_req_duration") for i in range(3)}
+    units["k6/3"] = trend_summary(slow, "http_req_duration")
+    thresholds = results.parse_thresholds("http_req_duration p(95)<1500")
+
+    # Act
+    alone = results.evaluate(
+        results.aggregate({"k6/3": units["k6/3"]}, 1.0, thresholds), thresholds
+    )
+    together = results.aggregate(units, 1.0, thresholds)
+
+    # Assert: the slow unit's p95 is 5 s; 100 of 4000 requests above 1.5 s is 2.5 %: p95 passes.
+    assert alone == ["http_req_duration p(95)<1500: p(95) is 5000 (±0 % rank)"]
+    assert results.evaluate(together, thresholds) == []
+    assert together["trends"]["http_req_duration"]["p(95)"] < 1000
 
 
 def test_evaluate_gives_one_reason_per_failed_threshold():
@@ -616,6 +1180,11 @@ def test_evaluate_fails_a_metric_not_reported():
         ("orders avg<5", "orders avg<5: a counter metric has no avg (use count, rate)"),
         ("vus_max rate<5", "vus_max rate<5: a gauge metric has no rate (use max)"),
         ("cart_time rate<5", "cart_time rate<5: a trend metric has no rate (use min, max, avg"),
+        (
+            "http_reqs p(95)<5",
+            "http_reqs p(95)<5: a counter metric has no p(95) (use count, rate)",
+        ),
+        ("checks med<5", "checks med<5: a rate metric has no med (use rate, value)"),
     ],
 )
 def test_evaluate_fails_a_stat_the_metric_does_not_have(text, reason):
@@ -648,10 +1217,14 @@ def test_evaluate_fails_a_rate_when_the_duration_is_unknown():
 
 def test_evaluate_fails_an_avg_whose_counts_are_unknown():
     # cart_time is a script Trend: k6 exports no sample count for it by default.
-    reasons = results.evaluate(real_aggregate(), results.parse_thresholds("cart_time avg<100"))
+    thresholds = results.parse_thresholds("cart_time avg<100; cart_time p(95)<100")
+
+    reasons = results.evaluate(results.aggregate(split_compacts(), 2.0, thresholds), thresholds)
 
     assert reasons == [
-        "cart_time avg<100: avg of cart_time is unknown: no sample count from k6/0, k6/1, k6/2"
+        "cart_time avg<100: avg of cart_time is unknown: no sample count from k6/0, k6/1, k6/2",
+        "cart_time p(95)<100: p(95) of cart_time is unknown: no sample count from k6/0, k6/1, "
+        "k6/2",
     ]
 
 
@@ -697,33 +1270,37 @@ def test_format_table_rows_in_unit_order_with_total_and_rates():
         "k6/3": None,
     }
     units = {
-        "k6/10": {"exit_code": 99, "summary": summaries["k6/10"]},
-        "k6/0": {"exit_code": 0, "summary": summaries["k6/0"]},
-        "k6/2": {"exit_code": 0, "summary": summaries["k6/2"]},
-        "k6/3": {"exit_code": None, "summary": None, "lost": True},
+        "k6/10": {"exit_code": 99, "line": results.unit_line(summaries["k6/10"])},
+        "k6/0": {"exit_code": 0, "line": results.unit_line(summaries["k6/0"])},
+        "k6/2": {"exit_code": 0, "line": results.unit_line(summaries["k6/2"])},
+        "k6/3": {"exit_code": None, "line": None, "lost": True},
     }
     merged = results.aggregate(summaries, duration_s=2.0)
 
     # Act
     table = results.format_table(units, merged)
 
-    # Assert: 20 requests / 2 s = 10 req/s; 3 of 20 failed = 15%.
+    # Assert: 20 requests / 2 s = 10 req/s; 3 of 20 failed = 15%. Merged p95: the target
+    # position 0.95 * 19 + 1/2 = 18.55 is crossed where k6/10 reaches its max, 60.
     assert table.splitlines() == [
-        "UNIT   EXIT  REQUESTS  ITERATIONS  FAILED        P95 MS",
-        "-----  ----  --------  ----------  ------  ------------",
-        "k6/0      0         8           4   0.00%         25.00",
-        "k6/2      0         4           2  25.00%         80.46",
-        "k6/3   lost         -           -       -             -",
-        "k6/10    99         8           4  25.00%         50.00",
-        "-----  ----  --------  ----------  ------  ------------",
-        "TOTAL              20          10  15.00%  25.00..80.46",
+        "UNIT   EXIT  REQUESTS  ITERATIONS  FAILED  P95 MS",
+        "-----  ----  --------  ----------  ------  ------",
+        "k6/0      0         8           4   0.00%   25.00",
+        "k6/2      0         4           2  25.00%   80.46",
+        "k6/3   lost         -           -       -       -",
+        "k6/10    99         8           4  25.00%   50.00",
+        "-----  ----  --------  ----------  ------  ------",
+        "TOTAL              20          10  15.00%   60.00",
         "req/s: 10.00 (over 2 s)",
         "error rate: 15.00% (3 of 20 requests failed)",
         "no summary from: k6/3",
+        "http_req_duration  p50 20.1  p90 52.7  p95 60.0  p99 79.3  p99.9 88.8  max 90.0 ms"
+        "  (±35 % rank)",
     ]
 
 
-def test_format_table_of_real_run():
+def test_format_table_of_real_run_recorded_with_whole_summaries():
+    # A last-run record written before unit lines existed holds each unit's whole summary.
     per_unit = split_compacts()
     units = {u: {"exit_code": 0, "summary": s} for u, s in per_unit.items()}
 
@@ -731,9 +1308,52 @@ def test_format_table_of_real_run():
 
     lines = table.splitlines()
     assert lines[2].split() == ["k6/0", "0", "12", "4", "33.33%", "2.51"]
-    assert lines[-3].split() == ["TOTAL", "30", "10", "33.33%", "0.85..2.51"]
-    assert lines[-2] == "req/s: 24.59 (over 1.22024 s)"
-    assert lines[-1] == "error rate: 33.33% (10 of 30 requests failed)"
+    assert lines[6].split() == ["TOTAL", "30", "10", "33.33%", "1.36"]
+    assert lines[7] == "req/s: 24.59 (over 1.22024 s)"
+    assert lines[8] == "error rate: 33.33% (10 of 30 requests failed)"
+    assert lines[9] == (
+        "http_req_duration                          p50 0.58  p90 1.13  p95 1.36  p99 3.1"
+        "  p99.9 3.7  max 3.77 ms  (±24 % rank)"
+    )
+    assert lines[11] == (
+        "cart_time                                  p50 -  p90 -  p95 -  p99 -  p99.9 -  max 8"
+        "  (no sample count from k6/0, k6/1, k6/2)"
+    )
+
+
+def test_format_table_of_real_run_with_grids():
+    compacts = grid_compacts()
+    units = {u: {"exit_code": 0, "line": results.unit_line(s)} for u, s in compacts.items()}
+
+    table = results.format_table(units, results.aggregate(compacts, duration_s=None))
+
+    lines = table.splitlines()
+    assert lines[2].split() == ["k6/0", "0", "200", "100", "50.00%", "8.08"]
+    assert lines[3].split() == ["k6/1", "0", "200", "100", "50.00%", "1.95"]
+    assert lines[5].split() == ["TOTAL", "400", "200", "50.00%", "7.67"]
+    assert lines[10].split() == [
+        *("cart_time", "p50", "100.5", "p90", "180.1", "p95", "190.1", "p99", "198.0"),
+        *("p99.9", "199.6", "max", "200.0", "(±0.51", "%", "rank)"),
+    ]
+
+
+def test_unit_line_is_a_units_row_in_a_few_numbers():
+    summary = grid_compacts()["k6/0"]
+
+    line = results.unit_line(summary)
+
+    # p95 of its own http_req_duration, read from its grid (5 significant digits).
+    assert line == {"requests": 200, "iterations": 100, "failed": 100, "p95": 8.0813}  # 8.0812917
+    assert len(json.dumps(line)) < 80
+
+
+def test_unit_line_of_no_summary_is_empty():
+    assert results.unit_line(None) == {
+        "requests": None,
+        "iterations": None,
+        "failed": None,
+        "p95": None,
+    }
 
 
 def test_format_table_without_http_or_duration():
