@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import cos
-from k6 import REPORT_FILE
+from cos import REPORT_FILE
 
 RW = "http://prometheus-0.prometheus-endpoints:9090/api/v1/write"
 LOKI = "http://loki-0.loki-endpoints:3100/loki/api/v1/push"
