@@ -1,19 +1,7 @@
 """Arithmetic on k6 results: shrink one unit's summary export, merge all units, judge thresholds.
 
-Pure data in, pure data out (stdlib only); every dict produced here is JSON-serializable.
-
-Trends merge through a quantile grid: k6 reports every trend at the GRID percentiles
-(`trend_stats()` is the `--summary-trend-stats` value), each unit keeps them in its compact
-summary, and `aggregate()` merges the units' piecewise-linear distributions into global
-percentiles, each with a proven rank-error certificate (docs/results.md)::
-
-    argv += ["--summary-trend-stats", results.trend_stats()]   # every unit's k6 run
-    summary = results.compact(json.loads(export_text))         # each unit, <= MAX_COMPACT_BYTES
-    thresholds = results.parse_thresholds("http_req_duration: p(95)<200, p(99)<500")
-    merged = results.aggregate({"k6/0": summary, ...}, duration_s, thresholds)
-    merged["trends"]["http_req_duration"]["p(95)"]                  # 41.2 (ms)
-    merged["trends"]["http_req_duration"]["rank_error"]["p(95)"]    # 0.0041
-    failures = results.evaluate(merged, thresholds)                 # [] when every one holds
+Pure data in, pure data out (stdlib only); every dict produced here is JSON-serializable. Trends
+merge through k6's own percentiles on a fixed grid, with a certified rank error: docs/results.md.
 """
 
 from __future__ import annotations
@@ -522,13 +510,13 @@ def merged_quantile(distributions: Sequence[Distribution], fraction: float) -> f
     return min(max(x, start), end)
 
 
-def _round_up(value: float, digits: int = 3) -> float:
-    """A non-negative bound rounded up to `digits` significant digits (never below it)."""
+def _round_up(value: float, digits: int = 3, scale: int = 1) -> float:
+    """`value * scale` (non-negative) rounded up to `digits` significant digits, never below."""
     if value <= 0:
         return 0.0
-    shortest = Decimal(repr(float(value)))  # the decimal that reads back as exactly `value`
-    step = Decimal(1).scaleb(shortest.adjusted() - digits + 1)
-    return float(shortest.quantize(step, rounding=ROUND_CEILING))
+    exact = Decimal(repr(float(value))) * scale  # the decimal that reads back as `value`, scaled
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    return float(exact.quantize(step, rounding=ROUND_CEILING))
 
 
 def merge_percentiles(
@@ -852,12 +840,12 @@ _THRESHOLD_FIELDS = {
 _KIND_NAMES = {"counters": "counter", "rates": "rate", "trends": "trend", "gauges": "gauge"}
 
 
-def _rank_text(error: object) -> str:
-    """`±0.41 % rank`: a rank error as a percentage, rounded up to 2 significant digits."""
+def rank_text(error: object) -> str:
+    """`±0.41 % rank`: a rank error (a share, as in "rank_error") in %, rounded up to 2 digits."""
     number = _number(error)
     if number is None:
         return "rank error unknown"
-    percent = _round_up(number * 100, 2)
+    percent = _round_up(number, 2, scale=100)
     if percent == 0:
         return "±0 % rank"
     decimals = max(0, 1 - math.floor(math.log10(percent)))
@@ -896,7 +884,7 @@ def _judge(aggregate: Mapping[str, object], threshold: Threshold) -> str | None:
         if field.startswith("p("):
             errors = entry.get("rank_error")
             error = errors.get(field) if isinstance(errors, Mapping) else None
-            return f"{threshold}: {threshold.stat} is {_fmt(value)} ({_rank_text(error)})"
+            return f"{threshold}: {threshold.stat} is {_fmt(value)} ({rank_text(error)})"
         return f"{threshold}: {threshold.stat} is {_fmt(value)}"
     return f"{threshold}: metric {threshold.metric} not reported"
 
@@ -981,7 +969,7 @@ def _trend_line(name: str, width: int, entry: Mapping[str, object]) -> str:
     errors = _numbers(entry.get("rank_error"))
     shown = [errors.get(percentile_key(p)) for p, _ in _LINE_PERCENTILES]
     if all(e is not None for e in shown):
-        cells.append(f"({_rank_text(max(e for e in shown if e is not None))})")
+        cells.append(f"({rank_text(max(e for e in shown if e is not None))})")
     elif isinstance(unknown := entry.get("count_unknown_units"), list) and unknown:
         cells.append(f"(no sample count from {', '.join(map(str, unknown))})")
     return f"{name.ljust(width)}  " + "  ".join(cells)

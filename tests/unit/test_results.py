@@ -1373,6 +1373,21 @@ def test_format_table_without_http_or_duration():
     ]
 
 
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (0.00501, "±0.51 % rank"),
+        (0.0041, "±0.41 % rank"),
+        (0.234, "±24 % rank"),
+        (0.0000123, "±0.0013 % rank"),
+        (0, "±0 % rank"),
+        (None, "rank error unknown"),
+    ],
+)
+def test_rank_text_rounds_the_error_up(error, text):
+    assert results.rank_text(error) == text
+
+
 def test_unit_sort_key_orders_numbers_numerically():
     units = ["k6/10", "other", "k6/2", "k6/1"]
 
