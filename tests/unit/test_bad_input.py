@@ -8,10 +8,12 @@ from __future__ import annotations
 import pytest
 from ops import testing
 
-import k6
 import sources
+from k6_workload import SERVICE
 from tests.unit.test_charm import (
+    PAYLOAD,
     SCRIPT,
+    app_data,
     app_of,
     ctx,
     me_of,
@@ -65,13 +67,14 @@ def test_arm_timeout_at_either_bound_is_accepted(tmp_path, timeout):
         (
             "http_req_failed",
             "invalid thresholds config: bad threshold 'http_req_failed': expected "
-            "'<metric> <stat><op><number>', e.g. 'http_req_failed rate<0.01'",
+            "'<metric> <stat><op><number>' or '<metric>: <stat><op><number>, ...', "
+            "e.g. 'http_req_failed rate<0.01' or 'http_req_duration: p(95)<200, p(99)<500'",
         ),
         (
-            "http_req_duration p(95)<500",
-            "invalid thresholds config: bad threshold 'http_req_duration p(95)<500': "
-            "percentiles cannot be merged across units; use one of "
-            "count, rate, value, min, max, avg",
+            "http_req_duration p(101)<500",
+            "invalid thresholds config: bad threshold 'http_req_duration p(101)<500': "
+            "'p(101)' is not a percentile; use p(N) with N a number from 0 to 100, "
+            "e.g. p(95) or p(99.9)",
         ),
         (
             "http_reqs count>many",
@@ -84,6 +87,16 @@ def test_invalid_thresholds_config_blocks_the_unit(tmp_path, thresholds, message
     status = config_status(tmp_path, {"load-test": SCRIPT, "thresholds": thresholds})
 
     assert status == testing.BlockedStatus(message)
+
+
+@pytest.mark.parametrize(
+    "thresholds",
+    ["http_req_failed rate<0.01", "http_req_duration: p(95)<500, p(99.9)<900; http_reqs count>1"],
+)
+def test_valid_thresholds_config_leaves_the_unit_idle(tmp_path, thresholds):
+    status = config_status(tmp_path, {"load-test": SCRIPT, "thresholds": thresholds})
+
+    assert status == testing.ActiveStatus("idle")
 
 
 @pytest.mark.parametrize(
@@ -161,7 +174,11 @@ def test_nul_byte_in_environment_config_blocks_the_unit(tmp_path):
     ("params", "message"),
     [
         ({"thresholds": "http_reqs"}, "bad threshold 'http_reqs': expected"),
-        ({"thresholds": "http_req_duration med<5"}, "percentiles cannot be merged across units"),
+        ({"thresholds": "http_req_duration p(-1)<5"}, "'p(-1)' is not a percentile"),
+        (
+            {"thresholds": "http_req_duration: p(95)<5, fast"},
+            "condition 'fast' is not '<stat><op><number>'",
+        ),
         ({"thresholds": "http_reqs total>5"}, "unknown stat 'total'"),
         ({"thresholds": "http_reqs count>inf"}, "'inf' is not a number"),
         ({"script": "   \n"}, "the script parameter is empty"),
@@ -226,9 +243,7 @@ def test_done_notice_with_an_unreadable_exit_code_is_reported_as_an_error(tmp_pa
 
 
 def test_app_data_script_that_differs_from_the_run_digest_is_not_run(tmp_path):
-    relation = peers(
-        unit=1, app={"status": "busy", "run": run_dict(), "script": "export default 1;"}
-    )
+    relation = peers(unit=1, app=app_data(payload={**PAYLOAD, "script": "export default 1;"}))
     context = ctx(1)
 
     out = context.run(
@@ -236,13 +251,13 @@ def test_app_data_script_that_differs_from_the_run_digest_is_not_run(tmp_path):
         state(tmp_path, relation, leader=False),
     )
 
-    assert me_of(out)["error"] == "script in the app databag does not match the run's sha256"
-    assert k6.SERVICE not in out.get_container("k6").plan.services
+    assert me_of(out)["error"] == "the payload in the app databag does not match its digest"
+    assert SERVICE not in out.get_container("k6").plan.services
 
 
 def test_run_with_a_key_from_a_newer_revision_does_not_crash_the_hook(tmp_path):
     run = run_dict(phase="running", participants=["k6/0"]) | {"added_later": 1}
-    relation = peers(unit=1, app={"status": "busy", "run": run, "script": SCRIPT})
+    relation = peers(unit=1, app=app_data(run=run))
     context = ctx(1)
 
     out = context.run(context.on.update_status(), state(tmp_path, relation, leader=False))

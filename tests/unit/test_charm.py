@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
+from charms.k6_k8s.v0.synchronized_task import (
+    ARMING,
+    BUSY,
+    IDLE,
+    RUNNING,
+    STOPPED_BY_USER,
+    STOPPING,
+    Run,
+    digest,
+)
 from ops import pebble, testing
+from scenario.mocking import _MockPebbleClient
 
-import k6
-import protocol
+import k6_workload
 from charm import K6Charm
+from k6_client import PORT
+from k6_workload import NOTICE_KEY, SERVICE, SUMMARY_FILE, WORKDIR
 
 ADDRESS = "127.0.0.1"  # the unit's pod IP (bind address), where FakeK6 listens
 SERVICE_IP = "10.152.183.7"  # the app's Service ClusterIP: Juju's ingress-address on K8s
-ENDPOINT = f"{ADDRESS}:{k6.PORT}"
+ENDPOINT = f"{ADDRESS}:{PORT}"
 SCRIPT = "export default function () {}"
-SHA = __import__("hashlib").sha256(SCRIPT.encode()).hexdigest()
+PAYLOAD = {"script_name": "load-test.js", "script": SCRIPT, "environment": {}}
+RESUME = {"paused": False}
+STOP = {"stopped": True}
 
 
 # ------------------------------------------------------------------ a k6 REST API double
@@ -66,9 +82,13 @@ class FakeK6:
                 outer.patches.append(json.loads(self.rfile.read(length)))
                 self._reply()
 
-        self.server = ThreadingHTTPServer((ADDRESS, k6.PORT), Handler)
+        self.server = ThreadingHTTPServer((ADDRESS, PORT), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def attributes(self) -> list[dict]:
+        """The attributes of every PATCH, in order."""
+        return [p["data"]["attributes"] for p in self.patches]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -87,27 +107,30 @@ def fake_k6() -> Iterator[FakeK6]:
 @pytest.fixture(autouse=True)
 def short_arm_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit waits for its own k6 at most this long in these tests."""
-    import charm
-
-    monkeypatch.setattr(charm, "ARM_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(k6_workload, "ARM_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(k6_workload, "RECHECK_WAIT_SECONDS", 0.1)
 
 
 # ------------------------------------------------------------------ state builders
 
 
 def run_dict(**overrides) -> dict:
-    run = protocol.Run(
+    run = Run(
         run_id="r1",
-        phase=protocol.ARMING,
+        phase=ARMING,
         participants=("k6/0", "k6/1"),
-        script_name="load-test.js",
-        script_sha256=SHA,
-        source="config",
         created=1000.0,
         deadline=9e12,
+        payload_sha256=digest(PAYLOAD),
+        info={"source": "config", "script_name": "load-test.js", "thresholds": ""},
     ).to_dict()
     run.update(overrides)
     return run
+
+
+def app_data(run: dict | None = None, payload: dict | None = None, **extra) -> dict:
+    """The leader's app databag (decoded): an active run and its payload."""
+    return {"run": run or run_dict(), "payload": PAYLOAD if payload is None else payload, **extra}
 
 
 def encode(data: dict) -> dict[str, str]:
@@ -121,8 +144,8 @@ def unit_data(**fields) -> dict[str, str]:
         "run_id": "",
         "exit_code": None,
         "error": "",
-        "summary": None,
-        "report": "",
+        "result": None,
+        "started_at": None,
     }
     base.update(fields)
     return encode(base)
@@ -150,7 +173,7 @@ def container(tmp_path: Path, can_connect: bool = True, **kwargs) -> testing.Con
     return testing.Container(
         "k6",
         can_connect=can_connect,
-        mounts={"work": testing.Mount(location=k6.WORKDIR, source=work)},
+        mounts={"work": testing.Mount(location=WORKDIR, source=work)},
         **kwargs,
     )
 
@@ -159,8 +182,8 @@ def running(tmp_path: Path, **kwargs) -> testing.Container:
     """A container whose k6 service is in the plan and running."""
     return container(
         tmp_path,
-        layers={k6.SERVICE: pebble.Layer(k6.layer("k6 run x.js"))},
-        service_statuses={k6.SERVICE: pebble.ServiceStatus.ACTIVE},
+        layers={SERVICE: pebble.Layer(k6_workload.layer("k6 run x.js"))},  # type: ignore[arg-type]
+        service_statuses={SERVICE: pebble.ServiceStatus.ACTIVE},
         **kwargs,
     )
 
@@ -202,7 +225,7 @@ def me_of(out: testing.State) -> dict:
 
 def k6_argv(out: testing.State) -> list[str]:
     """The k6 argv inside the service's `/bin/sh -c` line."""
-    command = out.get_container("k6").plan.services[k6.SERVICE].command
+    command = out.get_container("k6").plan.services[SERVICE].command
     sh, dash_c, line = shlex.split(command)
     assert (sh, dash_c) == ("/bin/sh", "-c")
     prefix, suffix = "trap 'true' TERM; ", "; code=$?; "
@@ -235,7 +258,7 @@ def test_start_without_any_script_says_how_to_give_one(tmp_path):
 
 def test_start_while_a_run_is_active_is_refused(tmp_path):
     context = ctx()
-    relation = peers(app={"status": "busy", "run": run_dict(), "script": SCRIPT})
+    relation = peers(app=app_data())
 
     with pytest.raises(testing.ActionFailed) as failure:
         context.run(context.on.action("start"), state(tmp_path, relation))
@@ -265,24 +288,23 @@ def test_start_with_two_sources_is_refused(tmp_path):
     assert "exactly one of test, script, url" in failure.value.message
 
 
-# ------------------------------------------------------------------ start → arm → resume
+# ------------------------------------------------------------------ start → arm → release
 
 
-def test_single_unit_start_resumes_in_same_hook(tmp_path, fake_k6):
+def test_single_unit_start_releases_in_same_hook(tmp_path, fake_k6):
     context = ctx()
     st = state(tmp_path, peers(others={}))
 
     out = context.run(context.on.action("start"), st)
 
     app = app_of(out)
-    assert app["run"]["phase"] == protocol.RUNNING
+    assert app["run"]["phase"] == RUNNING
     assert app["run"]["participants"] == ["k6/0"]
-    assert fake_k6.patches == [
-        {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
-    ]
-    sent, acked = app["run"]["resumed"]["k6/0"]
+    assert fake_k6.attributes() == [RESUME]
+    sent, acked = app["run"]["released"]["k6/0"]
     assert sent <= acked
-    assert me_of(out)["status"] == protocol.BUSY
+    assert me_of(out)["status"] == BUSY
+    assert out.unit_status == testing.ActiveStatus(f"running: run {app['run']['run_id']}")
     assert context.action_results is not None
     assert context.action_results["units"] == "k6/0"
     assert "started on 1 unit" in context.action_results["message"]
@@ -294,15 +316,23 @@ def test_start_arms_leader_and_waits_for_the_others(tmp_path, fake_k6):
     out = context.run(context.on.action("start"), state(tmp_path))
 
     app = app_of(out)
-    assert app["status"] == "busy"
-    assert app["run"]["phase"] == protocol.ARMING
+    assert set(app) == {"run", "payload", "last_run"}
+    assert app["run"]["phase"] == ARMING
     assert app["run"]["participants"] == ["k6/0", "k6/1"]
-    assert app["script"] == SCRIPT
-    assert app["run"]["script_sha256"] == SHA
-    assert me_of(out) | {} == me_of(out) and me_of(out)["status"] == protocol.BUSY
+    assert app["payload"] == PAYLOAD
+    assert app["payload"]["script"] == SCRIPT
+    assert app["run"]["payload_sha256"] == digest(PAYLOAD)
+    assert app["run"]["info"] == {
+        "source": "config",
+        "script_name": "load-test.js",
+        "thresholds": "",
+    }
+    assert me_of(out)["status"] == BUSY
     assert me_of(out)["endpoint"] == ENDPOINT
     assert fake_k6.patches == []
     assert out.app_status == testing.MaintenanceStatus("arming 1/2")
+    assert out.unit_status == testing.ActiveStatus(f"armed: run {app['run']['run_id']}")
+    assert context.action_results is not None
     assert "armed on 2 unit(s)" in context.action_results["message"]
 
 
@@ -311,7 +341,7 @@ def test_unit_publishes_its_pod_ip_not_the_shared_ingress_address(tmp_path, fake
 
     out = context.run(context.on.action("start"), state(tmp_path))
 
-    assert me_of(out)["endpoint"] == f"{ADDRESS}:{k6.PORT}"
+    assert me_of(out)["endpoint"] == f"{ADDRESS}:{PORT}"
     assert SERVICE_IP not in json.dumps(app_of(out)) + json.dumps(me_of(out))
 
 
@@ -320,9 +350,20 @@ def test_ipv6_pod_ip_is_published_bracketed(tmp_path):
 
     out = context.run(context.on.action("start"), state(tmp_path, bind="fd00:10:1::5"))
 
-    assert me_of(out)["endpoint"] == f"[fd00:10:1::5]:{k6.PORT}"
+    assert me_of(out)["endpoint"] == f"[fd00:10:1::5]:{PORT}"
     argv = k6_argv(out)
-    assert argv[argv.index("--address") + 1] == f"[fd00:10:1::5]:{k6.PORT}"
+    assert argv[argv.index("--address") + 1] == f"[fd00:10:1::5]:{PORT}"
+
+
+def test_unit_whose_k6_is_still_initializing_reports_pending(tmp_path):
+    context = ctx()  # nothing answers on the pod IP's k6 port: k6 is not paused yet
+
+    out = context.run(context.on.action("start"), state(tmp_path, bind="fd00:10:1::5"))
+
+    run_id = app_of(out)["run"]["run_id"]
+    assert me_of(out)["status"] == "pending"
+    assert out.unit_status == testing.MaintenanceStatus(f"arming run {run_id}")
+    assert out.app_status == testing.MaintenanceStatus("arming 0/2")
 
 
 def test_arming_service_is_one_shot_and_runs_the_pushed_script(tmp_path, fake_k6):
@@ -330,11 +371,11 @@ def test_arming_service_is_one_shot_and_runs_the_pushed_script(tmp_path, fake_k6
 
     out = context.run(context.on.action("start"), state(tmp_path))
 
-    service = out.get_container("k6").plan.services[k6.SERVICE]
+    service = out.get_container("k6").plan.services[SERVICE]
     assert service.on_success == "ignore"
     assert service.on_failure == "ignore"
     assert service.startup == "disabled"
-    assert service.working_dir == k6.WORKDIR
+    assert service.working_dir == WORKDIR
     assert (tmp_path / "work" / "tests" / "load-test.js").read_text() == SCRIPT
     argv = k6_argv(out)
     assert argv[:5] == ["k6", "run", "--paused", "--address", ENDPOINT]
@@ -348,7 +389,7 @@ def test_participant_arms_its_own_segment_on_relation_changed(tmp_path, fake_k6)
     context = ctx(1)
     relation = peers(
         unit=1,
-        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
+        app=app_data(),
         others={0: unit_data(status="busy", run_id="r1", endpoint="127.0.0.9:6565")},
     )
 
@@ -360,16 +401,16 @@ def test_participant_arms_its_own_segment_on_relation_changed(tmp_path, fake_k6)
     argv = k6_argv(out)
     assert argv[argv.index("--execution-segment") + 1] == "1/2:1"
     assert argv[argv.index("--execution-segment-sequence") + 1] == "0,1/2,1"
-    assert me_of(out)["status"] == protocol.BUSY
+    assert me_of(out)["status"] == BUSY
     assert me_of(out)["run_id"] == "r1"
-    assert out.get_container("k6").service_statuses[k6.SERVICE] == pebble.ServiceStatus.ACTIVE
+    assert out.get_container("k6").service_statuses[SERVICE] == pebble.ServiceStatus.ACTIVE
+    assert out.unit_status == testing.ActiveStatus("armed: run r1")
 
 
-def test_participant_refuses_a_script_whose_digest_does_not_match(tmp_path, fake_k6):
+def test_participant_refuses_a_payload_whose_digest_does_not_match(tmp_path, fake_k6):
     context = ctx(1)
-    relation = peers(
-        unit=1, app={"status": "busy", "run": run_dict(), "script": SCRIPT + "tampered"}
-    )
+    tampered = {**PAYLOAD, "script": SCRIPT + "tampered"}
+    relation = peers(unit=1, app=app_data(payload=tampered))
 
     out = context.run(
         context.on.relation_changed(relation, remote_unit=0),
@@ -377,9 +418,13 @@ def test_participant_refuses_a_script_whose_digest_does_not_match(tmp_path, fake
     )
 
     mine = me_of(out)
-    assert mine["status"] == protocol.IDLE and mine["run_id"] == "r1"
-    assert "sha256" in mine["error"]
-    assert k6.SERVICE not in out.get_container("k6").plan.services
+    assert mine["status"] == IDLE and mine["run_id"] == "r1"
+    assert mine["error"] == "the payload in the app databag does not match its digest"
+    assert SERVICE not in out.get_container("k6").plan.services
+    assert out.unit_status == testing.BlockedStatus(
+        "run r1 failed: k6/1 (no exit code: the payload in the app databag does not match "
+        "its digest)"
+    )
 
 
 def test_hostile_environment_value_stays_one_argument(tmp_path, fake_k6):
@@ -399,7 +444,7 @@ def leader_sees_every_participant_armed(
     """Run the leader's relation-changed from k6/1 when both units are armed for run r1."""
     context = ctx()
     relation = peers(
-        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
+        app=app_data(),
         me=unit_data(status="busy", run_id="r1", endpoint=mine),
         others={1: unit_data(status="busy", run_id="r1", endpoint=other)},
     )
@@ -407,34 +452,34 @@ def leader_sees_every_participant_armed(
     return context.run(context.on.relation_changed(relation, remote_unit=1), st)
 
 
-def test_leader_resumes_everyone_when_the_last_participant_reports_busy(tmp_path, fake_k6):
+def test_leader_releases_everyone_when_the_last_participant_reports_busy(tmp_path, fake_k6):
     out = leader_sees_every_participant_armed(tmp_path)
 
-    assert app_of(out)["run"]["phase"] == protocol.RUNNING
-    assert len(fake_k6.patches) == 2
-    assert set(app_of(out)["run"]["resumed"]) == {"k6/0", "k6/1"}
+    assert app_of(out)["run"]["phase"] == RUNNING
+    assert fake_k6.attributes() == [RESUME, RESUME]
+    assert set(app_of(out)["run"]["released"]) == {"k6/0", "k6/1"}
     assert out.app_status.name == "active"
     assert out.app_status.message.startswith("running 2/2 units, ")
     assert out.app_status.message.endswith("s")
 
 
-def test_failed_resume_aborts_the_run(tmp_path):
+def test_failed_release_aborts_the_run(tmp_path):
     out = leader_sees_every_participant_armed(tmp_path, "127.0.0.1:1", "127.0.0.1:1")
 
     run = app_of(out)["run"]
-    assert run["phase"] == protocol.STOPPING
-    assert run["reason"].startswith("resume failed: k6/0: connect failed")
+    assert run["phase"] == STOPPING
+    assert run["reason"].startswith("release failed: k6/0: connect failed")
 
 
-def test_resume_with_one_unreachable_unit_resumes_nobody_and_names_it(tmp_path, fake_k6):
+def test_release_with_one_unreachable_unit_releases_nobody_and_names_it(tmp_path, fake_k6):
     out = leader_sees_every_participant_armed(tmp_path, other="127.0.0.1:1")
 
     run = app_of(out)["run"]
-    assert run["phase"] == protocol.STOPPING
-    assert run["reason"].startswith("resume failed: k6/1: connect failed after 3 attempts: ")
+    assert run["phase"] == STOPPING
+    assert run["reason"].startswith("release failed: k6/1: connect failed after 3 attempts: ")
     assert "k6/0" not in run["reason"]
-    assert run["resumed"] == {"k6/0": [None, None], "k6/1": [None, None]}
-    assert {"paused": False} not in [p["data"]["attributes"] for p in fake_k6.patches]
+    assert run["released"] == {"k6/0": [None, None], "k6/1": [None, None]}
+    assert RESUME not in fake_k6.attributes()
 
 
 def test_arm_that_exits_quickly_reports_k6s_exit_code(tmp_path, monkeypatch):
@@ -447,9 +492,9 @@ def test_arm_that_exits_quickly_reports_k6s_exit_code(tmp_path, monkeypatch):
         raise pebble.ChangeError(err, None)  # type: ignore[arg-type]
 
     monkeypatch.setattr("ops.Container.restart", exited_quickly)
-    notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "r1", "exit_code": "107"})
+    notice = testing.Notice(NOTICE_KEY, last_data={"run_id": "r1", "exit_code": "107"})
     context = ctx(1)
-    relation = peers(unit=1, app={"status": "busy", "run": run_dict(), "script": SCRIPT})
+    relation = peers(unit=1, app=app_data())
     st = state(
         tmp_path, relation, leader=False, containers={container(tmp_path, notices=[notice])}
     )
@@ -466,7 +511,7 @@ def test_arm_that_exits_quickly_reports_k6s_exit_code(tmp_path, monkeypatch):
 def test_leader_aborts_when_a_participant_failed_before_the_start(tmp_path, fake_k6):
     context = ctx()
     relation = peers(
-        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
+        app=app_data(),
         me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
         others={1: unit_data(status="idle", run_id="r1", exit_code=107, error="bad script")},
     )
@@ -480,14 +525,14 @@ def test_leader_aborts_when_a_participant_failed_before_the_start(tmp_path, fake
     assert app_of(out)["run"] is None
     assert last["outcome"] == "failed"
     assert "failed before the start: k6/1 (exit code 107: bad script)" in last["reason"]
-    assert [p["data"]["attributes"] for p in fake_k6.patches] == [{"stopped": True}]
-    assert out.get_container("k6").service_statuses[k6.SERVICE] == pebble.ServiceStatus.INACTIVE
+    assert fake_k6.attributes() == [STOP]
+    assert out.get_container("k6").service_statuses[SERVICE] == pebble.ServiceStatus.INACTIVE
 
 
 def test_leader_aborts_on_update_status_after_the_arm_deadline(tmp_path, fake_k6):
     context = ctx()
     relation = peers(
-        app={"status": "busy", "run": run_dict(deadline=1.0), "script": SCRIPT},
+        app=app_data(run=run_dict(deadline=1.0)),
         me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
         others={1: unit_data()},
     )
@@ -502,16 +547,33 @@ def test_leader_aborts_on_update_status_after_the_arm_deadline(tmp_path, fake_k6
     assert last["units"]["k6/1"]["exit_code"] is None
 
 
+def test_leader_probes_a_participant_that_was_still_initializing_and_releases(tmp_path, fake_k6):
+    context = ctx()
+    relation = peers(
+        app=app_data(),
+        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        others={1: unit_data(status="pending", run_id="r1", endpoint=ENDPOINT)},
+    )
+
+    out = context.run(
+        context.on.update_status(), state(tmp_path, relation, containers={running(tmp_path)})
+    )
+
+    assert app_of(out)["run"]["phase"] == RUNNING
+    # one probe (GET) of the pending unit, then one release per participant
+    assert fake_k6.attributes() == [RESUME, RESUME]
+
+
 # ------------------------------------------------------------------ done, stale, finish
 
 
 def participant_gets_done_notice(tmp_path, exit_code: str) -> testing.State:
     """k6/1, busy in running run r1, gets k6's done-notice."""
-    notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "r1", "exit_code": exit_code})
+    notice = testing.Notice(NOTICE_KEY, last_data={"run_id": "r1", "exit_code": exit_code})
     cont = container(tmp_path, notices=[notice])
     relation = peers(
         unit=1,
-        app={"status": "busy", "run": run_dict(phase="running"), "script": SCRIPT},
+        app=app_data(run=run_dict(phase="running")),
         me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
     )
     context = ctx(1)
@@ -530,21 +592,29 @@ def test_done_notice_for_the_current_run_reports_exit_code_and_summary(tmp_path)
         },
         "root_group": {},
     }
-    (tmp_path / "work" / k6.SUMMARY_FILE).write_text(json.dumps(summary))
+    (tmp_path / "work" / SUMMARY_FILE).write_text(json.dumps(summary))
 
-    mine = me_of(participant_gets_done_notice(tmp_path, "0"))
+    out = participant_gets_done_notice(tmp_path, "0")
 
+    mine = me_of(out)
     assert (mine["status"], mine["run_id"], mine["exit_code"]) == ("idle", "r1", 0)
-    assert mine["summary"]["counters"]["http_reqs"] == 7
+    assert mine["result"]["summary"]["counters"]["http_reqs"] == 7
+    assert mine["result"]["report"] == ""  # k6 exported no HTML report
+    assert out.unit_status == testing.ActiveStatus("idle")
+
+
+def test_done_notice_with_a_failing_exit_code_blocks_the_unit_naming_it(tmp_path):
+    out = participant_gets_done_notice(tmp_path, "99")
+
+    assert me_of(out)["exit_code"] == 99
+    assert out.unit_status == testing.BlockedStatus("run r1 failed: k6/1 (exit code 99)")
 
 
 def test_done_notice_for_another_run_is_ignored(tmp_path):
-    notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "old", "exit_code": "0"})
+    notice = testing.Notice(NOTICE_KEY, last_data={"run_id": "old", "exit_code": "0"})
     cont = running(tmp_path, notices=[notice])
     me = unit_data(status="busy", run_id="r1", endpoint=ENDPOINT)
-    relation = peers(
-        unit=1, app={"status": "busy", "run": run_dict(phase="running"), "script": SCRIPT}, me=me
-    )
+    relation = peers(unit=1, app=app_data(run=run_dict(phase="running")), me=me)
     context = ctx(1)
 
     out = context.run(
@@ -553,18 +623,15 @@ def test_done_notice_for_another_run_is_ignored(tmp_path):
     )
 
     assert out.get_relation(900).local_unit_data == me
+    assert out.get_container("k6").service_statuses[SERVICE] == pebble.ServiceStatus.ACTIVE
 
 
 def test_leader_finishes_when_every_participant_is_idle(tmp_path):
-    notice = testing.Notice(k6.NOTICE_KEY, last_data={"run_id": "r1", "exit_code": "0"})
+    notice = testing.Notice(NOTICE_KEY, last_data={"run_id": "r1", "exit_code": "0"})
     cont = container(tmp_path, notices=[notice])
-    resumed = {"k6/0": [100.0, 100.001], "k6/1": [100.0, 100.003]}
+    released = {"k6/0": [100.0, 100.001], "k6/1": [100.0, 100.003]}
     relation = peers(
-        app={
-            "status": "busy",
-            "run": run_dict(phase="running", resumed=resumed),
-            "script": SCRIPT,
-        },
+        app=app_data(run=run_dict(phase="running", released=released)),
         me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
         others={1: unit_data(status="idle", run_id="r1", exit_code=0)},
     )
@@ -575,18 +642,19 @@ def test_leader_finishes_when_every_participant_is_idle(tmp_path):
     )
 
     app = app_of(out)
-    assert app["run"] is None and app["status"] == "idle" and app["script"] == ""
+    assert app["run"] is None and app["payload"] is None
     last = app["last_run"]
     assert last["outcome"] == "passed"
     assert {u: r["exit_code"] for u, r in last["units"].items()} == {"k6/0": 0, "k6/1": 0}
     assert last["spread_ms"] == pytest.approx(2.0)
+    assert last["info"]["script_name"] == "load-test.js"
     assert out.app_status == testing.ActiveStatus("idle; last run r1 passed")
 
 
 def test_unit_whose_k6_vanished_without_notice_reports_it(tmp_path):
     relation = peers(
         unit=1,
-        app={"status": "busy", "run": run_dict(phase="running"), "script": SCRIPT},
+        app=app_data(run=run_dict(phase="running")),
         me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
     )
     context = ctx(1)
@@ -595,7 +663,7 @@ def test_unit_whose_k6_vanished_without_notice_reports_it(tmp_path):
 
     mine = me_of(out)
     assert (mine["status"], mine["exit_code"]) == ("idle", None)
-    assert mine["error"] == "k6 ended without a done notice"
+    assert mine["error"] == "the workload ended without a done notice"
 
 
 # ------------------------------------------------------------------ stop
@@ -613,7 +681,7 @@ def test_stop_when_idle_is_a_clear_no_op(tmp_path):
 def test_stop_while_running_patches_stop_and_stops_own_service(tmp_path, fake_k6):
     cont = running(tmp_path)
     relation = peers(
-        app={"status": "busy", "run": run_dict(phase="running"), "script": SCRIPT},
+        app=app_data(run=run_dict(phase="running")),
         me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
         others={1: unit_data(status="busy", run_id="r1", endpoint=ENDPOINT)},
     )
@@ -621,23 +689,40 @@ def test_stop_while_running_patches_stop_and_stops_own_service(tmp_path, fake_k6
 
     out = context.run(context.on.action("stop"), state(tmp_path, relation, containers={cont}))
 
-    assert [p["data"]["attributes"] for p in fake_k6.patches] == [{"stopped": True}] * 2
-    assert app_of(out)["run"]["phase"] == protocol.STOPPING
-    assert app_of(out)["run"]["reason"] == protocol.STOPPED_BY_USER
-    assert out.get_container("k6").service_statuses[k6.SERVICE] == pebble.ServiceStatus.INACTIVE
-    assert me_of(out)["status"] == protocol.IDLE
+    assert fake_k6.attributes() == [STOP, STOP]
+    assert app_of(out)["run"]["phase"] == STOPPING
+    assert app_of(out)["run"]["reason"] == STOPPED_BY_USER
+    assert out.get_container("k6").service_statuses[SERVICE] == pebble.ServiceStatus.INACTIVE
+    assert me_of(out)["status"] == IDLE
+    assert out.app_status == testing.MaintenanceStatus("stopping 1/2 units done")
+    assert context.action_results is not None
+    assert context.action_results["run-id"] == "r1"
     assert "stopping run r1 (running)" in context.action_results["message"]
+
+
+def test_stop_of_a_single_unit_run_ends_it_in_the_same_hook(tmp_path, fake_k6):
+    relation = peers(
+        app=app_data(run=run_dict(phase="running", participants=["k6/0"])),
+        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        others={},
+    )
+    context = ctx()
+
+    out = context.run(
+        context.on.action("stop"), state(tmp_path, relation, containers={running(tmp_path)})
+    )
+
+    assert app_of(out)["run"] is None
+    assert app_of(out)["last_run"]["outcome"] == "stopped"
+    assert context.action_results is not None
+    assert context.action_results["message"] == "stopped run r1 on 1 unit(s)"
 
 
 def test_unit_stops_its_k6_when_the_run_goes_stopping(tmp_path):
     cont = running(tmp_path)
     relation = peers(
         unit=1,
-        app={
-            "status": "busy",
-            "run": run_dict(phase="stopping", reason="stopped by user"),
-            "script": SCRIPT,
-        },
+        app=app_data(run=run_dict(phase="stopping", reason="stopped by user")),
         me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
     )
     context = ctx(1)
@@ -647,8 +732,128 @@ def test_unit_stops_its_k6_when_the_run_goes_stopping(tmp_path):
         state(tmp_path, relation, leader=False, containers={cont}),
     )
 
-    assert out.get_container("k6").service_statuses[k6.SERVICE] == pebble.ServiceStatus.INACTIVE
-    assert me_of(out)["status"] == protocol.IDLE
+    assert out.get_container("k6").service_statuses[SERVICE] == pebble.ServiceStatus.INACTIVE
+    assert me_of(out)["status"] == IDLE
+
+
+def test_unit_stop_event_stops_a_running_k6(tmp_path):
+    context = ctx(1)
+    st = state(tmp_path, peers(unit=1), leader=False, containers={running(tmp_path)})
+
+    out = context.run(context.on.stop(), st)
+
+    assert out.get_container("k6").service_statuses[SERVICE] == pebble.ServiceStatus.INACTIVE
+
+
+# ------------------------------------------------------------------ idle hooks: calls made
+
+
+@pytest.fixture
+def pebble_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the Pebble API calls the charm makes, on ops.testing's mock Pebble client.
+
+    Every public method of `pebble.Client` is wrapped; only the outermost call of a chain is
+    counted (the mock's methods call each other).
+    """
+    calls: list[str] = []
+    depth = [0]
+
+    def counting(name: str, method):
+        def wrapper(self, *args, **kwargs):
+            if depth[0] == 0:
+                calls.append(name)
+            depth[0] += 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return wrapper
+
+    for name in dir(pebble.Client):
+        method = getattr(_MockPebbleClient, name, None)
+        if not name.startswith("_") and callable(method):
+            monkeypatch.setattr(_MockPebbleClient, name, counting(name, method))
+    return calls
+
+
+@pytest.fixture
+def http_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every HTTP request through httpx and every TCP connect the process starts."""
+    calls: list[str] = []
+    for cls in (httpx.Client, httpx.AsyncClient):
+        send = cls.send
+
+        def counting_send(self, request, *args, _send=send, **kwargs):
+            calls.append(f"httpx {request.method} {request.url}")
+            return _send(self, request, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "send", counting_send)
+    for name in ("connect", "connect_ex"):
+        connect = getattr(socket.socket, name)
+
+        def counting_connect(self, address, _connect=connect, _name=name):
+            calls.append(f"socket.{_name} {address}")
+            return _connect(self, address)
+
+        monkeypatch.setattr(socket.socket, name, counting_connect)
+    return calls
+
+
+def idle_state(tmp_path) -> testing.State:
+    """Unit k6/1, no run, container reachable and empty."""
+    return state(tmp_path, peers(unit=1), leader=False)
+
+
+def test_call_counters_see_the_pebble_and_http_calls_of_an_arm(
+    tmp_path, fake_k6, pebble_calls, http_calls
+):
+    context = ctx(1)
+    relation = peers(unit=1, app=app_data())
+
+    context.run(
+        context.on.relation_changed(relation, remote_unit=0),
+        state(tmp_path, relation, leader=False),
+    )
+
+    assert {"push", "add_layer", "restart_services", "get_services"} <= set(pebble_calls)
+    assert f"httpx GET http://{ENDPOINT}/v1/status" in http_calls
+    assert f"socket.connect {(ADDRESS, PORT)}" in http_calls
+
+
+def test_idle_relation_changed_makes_no_pebble_and_no_http_call(
+    tmp_path, pebble_calls, http_calls
+):
+    context = ctx(1)
+    st = idle_state(tmp_path)
+
+    out = context.run(context.on.relation_changed(st.get_relation(900), remote_unit=0), st)
+
+    assert pebble_calls == []
+    assert http_calls == []
+    assert out.unit_status == testing.ActiveStatus("idle")
+
+
+def test_idle_update_status_makes_one_pebble_call_for_a_stray_workload_and_no_http_call(
+    tmp_path, pebble_calls, http_calls
+):
+    context = ctx(1)
+
+    out = context.run(context.on.update_status(), idle_state(tmp_path))
+
+    assert pebble_calls == ["get_services"]
+    assert http_calls == []
+    assert out.unit_status == testing.ActiveStatus("idle")
+
+
+def test_idle_update_status_stops_a_stray_k6_left_running_with_no_run(tmp_path):
+    context = ctx(1)
+    st = state(tmp_path, peers(unit=1), leader=False, containers={running(tmp_path)})
+
+    out = context.run(context.on.update_status(), st)
+
+    assert out.get_container("k6").service_statuses[SERVICE] == pebble.ServiceStatus.INACTIVE
+    assert me_of(out)["status"] == IDLE
 
 
 # ------------------------------------------------------------------ config, status, list, results
@@ -664,15 +869,21 @@ def test_invalid_environment_blocks_naming_the_entry(tmp_path):
     assert "'not a pair'" in out.unit_status.message
 
 
-def test_idle_hook_makes_no_pebble_or_http_call(tmp_path):
-    context = ctx(1)
-    cont = container(tmp_path, can_connect=False)  # any Pebble call would fail loudly
+def test_unit_without_the_peer_relation_waits_for_it(tmp_path):
+    context = ctx()
 
-    out = context.run(
-        context.on.update_status(), state(tmp_path, peers(unit=1), leader=False, containers={cont})
-    )
+    out = context.run(context.on.update_status(), state(tmp_path, relations=set()))
 
-    assert out.unit_status == testing.ActiveStatus("idle")
+    assert out.unit_status == testing.WaitingStatus("waiting for the peer relation")
+
+
+def test_start_without_the_peer_relation_says_to_retry(tmp_path):
+    context = ctx()
+
+    with pytest.raises(testing.ActionFailed) as failure:
+        context.run(context.on.action("start"), state(tmp_path, relations=set()))
+
+    assert failure.value.message == "the peer relation is not ready yet; retry in a moment"
 
 
 def test_list_shows_the_config_test(tmp_path):
@@ -680,7 +891,16 @@ def test_list_shows_the_config_test(tmp_path):
 
     context.run(context.on.action("list"), state(tmp_path))
 
+    assert context.action_results is not None
     assert context.action_results["tests"]["config"] == {"load-test": f"{len(SCRIPT)} bytes"}
+
+
+def test_list_without_any_test_says_so(tmp_path):
+    context = ctx()
+
+    context.run(context.on.action("list"), state(tmp_path, config={}))
+
+    assert context.action_results == {"tests": {"none": "no tests available"}}
 
 
 def test_results_without_any_run_fails_clearly(tmp_path):
@@ -690,6 +910,42 @@ def test_results_without_any_run_fails_clearly(tmp_path):
         context.run(context.on.action("results"), state(tmp_path))
 
     assert failure.value.message == "no run has ended yet"
+
+
+def test_results_show_the_last_runs_outcome_per_unit_and_a_table(tmp_path):
+    last_run = {
+        "run_id": "r0",
+        "outcome": "failed",
+        "reason": "k6/1 (exit code 99)",
+        "created": 1000.0,
+        "started": 1001.0,
+        "ended": 1031.0,
+        "duration_s": 30.0,
+        "spread_ms": 0.25,
+        "units": {
+            "k6/0": {"exit_code": 0, "line": {"requests": 10, "report": WORKDIR + "/r.html"}},
+            "k6/1": {"exit_code": 99, "line": {"requests": 12, "report": ""}},
+        },
+        "aggregate": {},
+    }
+    relation = peers(app={"run": None, "payload": None, "last_run": last_run})
+    context = ctx()
+
+    context.run(context.on.action("results"), state(tmp_path, relation))
+
+    results = context.action_results
+    assert results is not None
+    assert (results["run-id"], results["outcome"]) == ("r0", "failed")
+    assert results["reason"] == "k6/1 (exit code 99)"
+    assert results["spread-ms"] == "0.25"
+    assert results["units"] == {
+        "k6-0": {"exit-code": "0", "report": WORKDIR + "/r.html"},
+        "k6-1": {"exit-code": "99", "report": "-"},
+    }
+    table = results["table"].splitlines()
+    assert table[0].split()[:2] == ["UNIT", "EXIT"]
+    rows = [row.split()[:3] for row in table if row.startswith("k6/")]
+    assert rows == [["k6/0", "0", "10"], ["k6/1", "99", "12"]]
 
 
 # ------------------------------------------------------------------ test sources
@@ -714,9 +970,10 @@ def test_start_runs_a_related_apps_test_with_its_environment_overridden_by_confi
 
     out = context.run(context.on.action("start", params={"app": "webapp", "test": "smoke.js"}), st)
 
-    run = app_of(out)["run"]
-    assert (run["script_name"], run["source"]) == ("smoke.js", "app:webapp")
-    assert run["environment"] == {"TARGET": "http://a", "X": "2"}
+    app = app_of(out)
+    info = app["run"]["info"]
+    assert (info["script_name"], info["source"]) == ("smoke.js", "app:webapp")
+    assert app["payload"]["environment"] == {"TARGET": "http://a", "X": "2"}
     argv = k6_argv(out)
     assert argv[-1] == "tests/smoke.js"
     assert "TARGET=http://a" in argv and "X=2" in argv
@@ -757,7 +1014,7 @@ def test_start_with_url_renders_a_quick_test(tmp_path, fake_k6):
 
     script = (tmp_path / "work" / "tests" / "quick-test.js").read_text()
     assert '"http://127.0.0.1:9/x"' in script
-    assert app_of(out)["run"]["source"] == "quick"
+    assert app_of(out)["run"]["info"]["source"] == "quick"
     assert app_of(out)["run"]["expected_s"] == 30.0
     assert out.app_status.message.startswith("running 1/1 units, ")
     assert out.app_status.message.endswith("s of 30s")
@@ -769,10 +1026,62 @@ def test_list_shows_related_tests_and_notes_unusable_providers(tmp_path):
 
     context.run(context.on.action("list"), state(tmp_path, relations=relations))
 
+    assert context.action_results is not None
     tests = context.action_results["tests"]
     assert tests["webapp"] == {"tests": "smoke.js"}
     assert tests["broken"]["tests"] == ""
     assert "JSON" in tests["broken"]["error"] or "json" in tests["broken"]["error"]
+
+
+# ------------------------------------------------------------------ COS: metrics, logs, report
+
+
+def cos_relations() -> set[testing.Relation]:
+    return {
+        testing.Relation(
+            "send-remote-write",
+            remote_app_name="prometheus",
+            remote_units_data={0: {"remote_write": json.dumps({"url": "http://prom:9090/w"})}},
+        ),
+        testing.Relation(
+            "logging",
+            remote_app_name="loki",
+            remote_units_data={0: {"endpoint": json.dumps({"url": "http://loki:3100/push"})}},
+        ),
+    }
+
+
+def test_armed_k6_sends_metrics_and_logs_to_related_cos_and_tags_the_juju_topology(
+    tmp_path, fake_k6
+):
+    context = ctx()
+    st = state(tmp_path, relations={peers(), *cos_relations()})
+
+    out = context.run(context.on.action("start"), st)
+
+    run_id = app_of(out)["run"]["run_id"]
+    argv = k6_argv(out)
+    assert argv[argv.index("-o") + 1] == "experimental-prometheus-rw"
+    log_output = argv[argv.index("--log-output") + 1]
+    assert log_output.startswith("loki=http://loki:3100/push,")
+    assert "label.juju_unit=k6/0" in log_output.split(",")
+    tags = {argv[i + 1] for i, a in enumerate(argv) if a == "--tag"}
+    assert {f"run_id={run_id}", "juju_application=k6", "juju_unit=k6/0"} <= tags
+    environment = out.get_container("k6").plan.services[SERVICE].environment
+    assert environment["K6_PROMETHEUS_RW_SERVER_URL"] == "http://prom:9090/w"
+    assert environment["K6_WEB_DASHBOARD_EXPORT"] == "report.html"
+    assert (environment["K6_K8S_UNIT"], environment["K6_K8S_RUN_ID"]) == ("k6/0", run_id)
+
+
+def test_armed_k6_without_cos_relations_has_no_metrics_or_log_output(tmp_path, fake_k6):
+    context = ctx()
+
+    out = context.run(context.on.action("start"), state(tmp_path))
+
+    argv = k6_argv(out)
+    assert "-o" not in argv and "--log-output" not in argv
+    environment = out.get_container("k6").plan.services[SERVICE].environment
+    assert "K6_PROMETHEUS_RW_SERVER_URL" not in environment
 
 
 # ------------------------------------------------------------------ grafana dashboard
@@ -790,19 +1099,3 @@ def test_leader_publishes_the_dashboard_when_grafana_relates(tmp_path, leader):
 
     published = out.get_relation(relation.id).local_app_data
     assert published == (dashboard.dashboard_databag("k6-k8s") if leader else {})
-
-
-def test_leader_probes_a_participant_that_was_still_initializing_and_resumes(tmp_path, fake_k6):
-    context = ctx()
-    relation = peers(
-        app={"status": "busy", "run": run_dict(), "script": SCRIPT},
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-        others={1: unit_data(status="arming", run_id="r1", endpoint=ENDPOINT)},
-    )
-
-    out = context.run(
-        context.on.update_status(), state(tmp_path, relation, containers={running(tmp_path)})
-    )
-
-    assert app_of(out)["run"]["phase"] == protocol.RUNNING
-    assert [p["data"]["attributes"] for p in fake_k6.patches] == [{"paused": False}] * 2
