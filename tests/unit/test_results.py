@@ -829,6 +829,35 @@ def test_merge_of_a_real_run_matches_the_union():
     assert at_or_below >= 0.999 - error and below <= 0.999 + error
 
 
+@pytest.mark.parametrize(
+    "trend",
+    [
+        {"min": 5, "max": 1, "avg": 3, "count": 4},  # min above max
+        {"max": 9, "avg": 3, "count": 4},  # no min
+        {"min": 1, "max": 9, "avg": 3, "count": 0},  # no samples
+        {"min": 1, "max": 9, "avg": 3, "count": 2.5},  # not a count
+    ],
+)
+def test_distribution_of_a_damaged_trend_is_none(trend):
+    assert results.Distribution.from_compact(trend) is None
+
+
+def test_distribution_ignores_a_grid_of_another_length_and_repairs_order():
+    trend = {
+        "min": 0,
+        "max": 10,
+        "count": 11,
+        results.GRID_KEY: [1, 2, 3],
+        "p(50)": 20,
+        "p(90)": 4,
+    }
+
+    distribution = results.Distribution.from_compact(trend)
+
+    # The 3-value grid is ignored; p(50) is clamped to max, p(90) raised to stay non-decreasing.
+    assert distribution == results.Distribution(11, (0.0, 0.5, 0.9, 1.0), (0, 10, 10, 10))
+
+
 @st.composite
 def unit_samples(draw: st.DrawFn) -> list[float]:
     """One unit's samples: lognormal, bimodal, constant, or a tiny sample of 1-3 values."""
