@@ -145,3 +145,22 @@ def test_a_unit_lost_mid_run_is_named_and_the_others_finish(make_model, coconut)
     assert last["aggregate"]["eaten"] == 300
     assert "300 of 450 coconuts eaten" in last["failures"]
     assert model.k6_running() == []
+
+
+def test_a_stop_while_eating_ends_every_unit_at_once_with_its_notice(make_model, coconut):
+    model = make_model(3, charm=coconut)
+    run_id = eat(model, 3 * 150)
+    model.settle(lambda: (model.unit(2).workdir / eater.STARTED_FILE).exists(), timeout=30)
+
+    stopped = model.action(model.leader, "stop")
+    model.settle(lambda: model.run_ended(run_id), timeout=30)
+
+    assert stopped.ok, stopped.failure
+    last = model.app["last_run"]
+    assert (last["outcome"], last["reason"]) == ("stopped", "stopped by user")
+    # every shell ended on SIGTERM and still sent its done notice (no SIGKILL, no silence)
+    assert {u: line["exit_code"] for u, line in last["units"].items()} == {
+        f"coconut/{i}": 143 for i in range(3)
+    }
+    assert 0 < last["aggregate"]["eaten"] < 450
+    assert model.k6_running() == []

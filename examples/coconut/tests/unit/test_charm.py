@@ -143,6 +143,25 @@ def test_eat_while_a_run_is_active_is_refused_naming_it(ctx):
         ctx.run(ctx.on.action("eat", params={"coconuts": 10}), state(app=app_bag(a_run())))
 
 
+def test_eat_when_the_container_is_unreachable_fails_with_the_reason(ctx):
+    state_in = state()
+    container = next(iter(state_in.containers))
+    unreachable = testing.State(
+        leader=True,
+        relations=state_in.relations,
+        containers={testing.Container(container.name, can_connect=False)},
+    )
+
+    with pytest.raises(testing.ActionFailed, match="did not start: failed before the start") as e:
+        ctx.run(ctx.on.action("eat", params={"coconuts": 10}), unreachable)
+
+    app = next(iter(e.value.state.relations)).local_app_data
+    assert load(app, "run") is None  # ended in this hook: the other unit never saw it
+    last = load(app, "last_run")
+    assert last["outcome"] == "failed"
+    assert "workload container unreachable" in last["reason"]
+
+
 # ------------------------------------------------------------------ the instant
 
 
