@@ -11,7 +11,8 @@ from typing import ClassVar
 import pytest
 from ops import pebble
 
-import k6
+import k6_client
+import k6_workload
 from charm import K6Charm
 from tests.emulator import pebble as emu_pebble
 from tests.emulator.model import PER_UNIT_INGRESS, Model, service_address, unit_address
@@ -152,14 +153,18 @@ def test_the_same_notice_key_again_repeats_it_with_the_new_data(supervisor):
 
 
 def test_a_stopped_k6_service_line_still_notifies_with_exit_code_105(supervisor, tmp_path):
-    command = k6.RunCommand(script="t.js", run_id="r9", address="127.0.0.1").service_command()
+    command = k6_workload.RunCommand(
+        script="t.js", run_id="r9", address="127.0.0.1"
+    ).service_command()
     # the real line, with a stand-in `k6` that exits 105 on SIGTERM as k6 does
     standin = tmp_path / "bin"
     standin.mkdir()
     (standin / "k6").write_text("#!/bin/sh\ntrap 'exit 105' TERM\nwhile :; do sleep 0.05; done\n")
     (standin / "k6").chmod(0o755)
     supervisor.path_prefix = str(standin)
-    supervisor.start("k6", {**k6.layer(command)["services"]["k6"], "working-dir": "/work"})
+    supervisor.start(
+        "k6", {**k6_workload.layer(command)["services"]["k6"], "working-dir": "/work"}
+    )
 
     supervisor.stop("k6")
 
@@ -213,7 +218,7 @@ def test_on_kubernetes_bind_is_the_pod_and_ingress_is_one_shared_service_address
 
 def test_nothing_serves_the_k6_port_on_the_service_address(model):
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((model.service_address, k6.PORT), timeout=2).close()
+        socket.create_connection((model.service_address, k6_client.PORT), timeout=2).close()
 
     assert [(c.host, c.refused) for c in model.connects_to(model.service_address)] == [
         (model.service_address, False)  # recorded; refused by the kernel, not by a policy
@@ -232,9 +237,9 @@ def test_a_cut_unit_is_unreachable_from_other_units_hooks_only(model):
     model.cut(2)
 
     model.network.current_unit = "k6/0"
-    refused_other = model.network.check((unit_address(2), k6.PORT))
+    refused_other = model.network.check((unit_address(2), k6_client.PORT))
     model.network.current_unit = "k6/2"
-    refused_self = model.network.check((unit_address(2), k6.PORT))
+    refused_self = model.network.check((unit_address(2), k6_client.PORT))
     model.network.current_unit = ""
 
     assert (refused_other, refused_self) == (True, False)
@@ -273,7 +278,7 @@ def test_a_hook_that_raises_commits_nothing_and_tells_nobody(model, monkeypatch)
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(k6, "wait_ready", broken)
+    monkeypatch.setattr(k6_client, "wait_ready", broken)
     model.run_hooks(1)  # k6/1's relation-changed: arms, then crashes
 
     hook = model.hooks[-1]

@@ -14,11 +14,15 @@ import time
 import httpx
 import pytest
 
-import k6
+import k6_client
+import k6_workload
 from tests.e2e import scripts
 from tests.e2e.test_run import configure
 from tests.emulator.model import Model, unit_address
 from tests.emulator.target import Target
+
+EXIT_STOPPED_API = 103  # k6: stopped through its REST API
+EXIT_SIGTERM = 105  # k6: interrupted by SIGTERM
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +37,6 @@ def phase(model: Model) -> str | None:
 def assert_all_idle(model: Model) -> None:
     """No active run, no unit busy or arming (an empty databag reads as idle), no k6 process."""
     assert model.app.get("run") is None
-    assert model.app.get("status", "idle") == "idle"
     statuses = {
         u.name: model.unit_view(u.index).get("status", "idle") for u in model.units.values()
     }
@@ -44,10 +47,10 @@ def assert_all_idle(model: Model) -> None:
 def api_status(index: int) -> dict | None:
     """Unit `index`'s k6 REST status attributes; None when the connection is refused."""
     try:
-        with socket.create_connection((unit_address(index), k6.PORT), timeout=2) as sock:
-            sock.sendall(
-                f"GET {k6.STATUS_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-            )
+        with socket.create_connection((unit_address(index), k6_client.PORT), timeout=2) as sock:
+            head = f"GET {k6_client.STATUS_PATH} HTTP/1.1\r\nHost: x\r\n"
+            request = head + "Connection: close\r\n\r\n"
+            sock.sendall(request.encode())
             sock.settimeout(2)
             reply = b""
             while chunk := sock.recv(65536):
@@ -125,7 +128,7 @@ def test_script_error_on_the_other_units_names_each_with_exit_107(make_model, ta
     assert "k6/0 (" not in last["reason"]
     assert last["units"]["k6/1"]["exit_code"] == 107
     assert last["units"]["k6/2"]["exit_code"] in (107, None)  # named only if it failed first
-    assert last["units"]["k6/0"]["resume"] == []  # never resumed
+    assert last["units"]["k6/0"]["released"] == []  # never resumed
     assert target.stats()["count"] == 0
     assert_all_idle(model)
 
@@ -139,7 +142,7 @@ def test_k6_killed_mid_run_is_reported_and_fails_the_run(make_model, target):
     model.settle(lambda: phase(model) == "running", timeout=30)
     model.settle(lambda: len(target.stats()["by_unit"]) == 3, timeout=10)
 
-    victim = model.units[1].supervisor.services[k6.SERVICE].process
+    victim = model.units[1].supervisor.services[k6_workload.SERVICE].process
     assert victim is not None
     os.killpg(victim.pid, signal.SIGKILL)  # k6 and its shell: no done-notice can be sent
     victim.wait(timeout=10)
@@ -148,9 +151,9 @@ def test_k6_killed_mid_run_is_reported_and_fails_the_run(make_model, target):
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
-    assert last["reason"] == "k6/1 (no exit code: k6 ended without a done notice)"
+    assert last["reason"] == "k6/1 (no exit code: the workload ended without a done notice)"
     assert last["units"]["k6/1"]["exit_code"] is None
-    assert last["units"]["k6/1"]["error"] == "k6 ended without a done notice"
+    assert last["units"]["k6/1"]["error"] == "the workload ended without a done notice"
     assert {last["units"][u]["exit_code"] for u in ("k6/0", "k6/2")} == {0}
     assert_all_idle(model)
 
@@ -177,7 +180,7 @@ def test_new_leader_carries_the_run_to_its_end(make_model, target, when):
         "k6/1": 0,
         "k6/2": 0,
     }
-    assert all(len(r["resume"]) == 2 and r["resume"][1] for r in last["units"].values())
+    assert all(len(r["released"]) == 2 and r["released"][1] for r in last["units"].values())
     assert {h.unit for h in model.hooks[elected_at:] if h.app_keys} == {"k6/1"}
     assert [h.unit for h in model.hooks[elected_at:] if "last_run" in h.app_keys] == ["k6/1"]
     assert set(target.stats()["by_unit"]) == {"k6/0", "k6/1", "k6/2"}
@@ -322,7 +325,7 @@ def test_stop_while_some_are_armed_stops_the_armed_ones(make_model, target):
     assert (last["outcome"], last["reason"]) == ("stopped", "stopped by user")
     # k6/1's exit code (103) is lost when its stop races the done-notice: see
     # test_done_notice_survives_a_stop_that_races_it below.
-    assert last["units"]["k6/1"]["resume"] == []
+    assert last["units"]["k6/1"]["released"] == []
     assert not started_k6(model, 2)
     assert target.stats()["count"] == 0
     assert_all_idle(model)
@@ -381,13 +384,13 @@ def test_early_resume_through_the_api_by_someone_else_aborts_the_run(make_model,
 
     # anyone who can reach the leader's k6 API resumes it before the others are armed
     body = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
-    endpoint = f"http://{unit_address(0)}:{k6.PORT}{k6.STATUS_PATH}"
+    endpoint = f"http://{unit_address(0)}:{k6_client.PORT}{k6_client.STATUS_PATH}"
     assert httpx.patch(endpoint, json=body, timeout=2, trust_env=False).status_code == 200
     model.settle(lambda: model.run_ended(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
-    assert last["reason"].startswith("resume failed: k6/0: ")  # k6 answers a second resume
+    assert last["reason"].startswith("release failed: k6/0: ")  # k6 answers a second resume
     assert "HTTP/1.1 500" in last["reason"]  # with 500 "Pause error"
     assert_all_idle(model)
 
@@ -397,7 +400,9 @@ def test_stop_through_a_units_api_by_someone_else_fails_the_run_naming_it(make_m
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: phase(model) == "running", timeout=30)
 
-    assert k6.stop_all([f"{unit_address(1)}:{k6.PORT}"]) == {f"{unit_address(1)}:{k6.PORT}": None}
+    assert k6_client.stop_all([f"{unit_address(1)}:{k6_client.PORT}"]) == {
+        f"{unit_address(1)}:{k6_client.PORT}": None
+    }
     model.settle(lambda: model.run_ended(run_id), timeout=30)
 
     last = model.app["last_run"]
@@ -416,13 +421,13 @@ def test_resume_that_cannot_reach_one_unit_resumes_nobody_and_stops_every_k6(mak
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
     assert last["reason"].startswith(
-        "resume failed: k6/2: connect failed after 3 attempts: "  # bounded: 1 try, 2 retries
+        "release failed: k6/2: connect failed after 3 attempts: "  # bounded: 1 try, 2 retries
     ), last["reason"]
-    assert model.unit_view(2)["endpoint"] == f"{unit_address(2)}:{k6.PORT}"
+    assert model.unit_view(2)["endpoint"] == f"{unit_address(2)}:{k6_client.PORT}"
     refused = [c.unit for c in model.connects_to(unit_address(2)) if c.refused]
     assert set(refused) == {"k6/0"} and len(refused) >= 3  # 3 resume attempts (+ the stop)
     # all or nobody: no unit was resumed, no load was sent
-    assert {u: r["resume"] for u, r in last["units"].items()} == {
+    assert {u: r["released"] for u, r in last["units"].items()} == {
         "k6/0": [None, None],
         "k6/1": [None, None],
         "k6/2": [None, None],
@@ -431,10 +436,10 @@ def test_resume_that_cannot_reach_one_unit_resumes_nobody_and_stops_every_k6(mak
     # the leader stops the reachable ones through their API, which races each unit stopping
     # its own k6 when it sees `stopping` (SIGTERM: 105, or 143 when it lands during the exit);
     # only its own unit can stop the cut-off one
-    stopped = {k6.EXIT_STOPPED_API, k6.EXIT_SIGTERM, 128 + signal.SIGTERM}
+    stopped = {EXIT_STOPPED_API, EXIT_SIGTERM, 128 + signal.SIGTERM}
     codes = {u: r["exit_code"] for u, r in last["units"].items()}
     assert codes["k6/0"] in stopped and codes["k6/1"] in stopped, codes
-    assert codes["k6/2"] == k6.EXIT_SIGTERM
+    assert codes["k6/2"] == EXIT_SIGTERM
     assert_all_idle(model)
 
 
@@ -467,12 +472,13 @@ def test_start_during_an_active_run_is_refused_and_changes_nothing(make_model, t
 
 
 def test_unit_not_armed_by_the_arm_timeout_aborts_the_run(make_model, target, monkeypatch):
-    wait_ready = k6.wait_ready  # a hook waits at most 1 s for its own k6 (not 30 s) here
-    monkeypatch.setattr(k6, "wait_ready", lambda e, t, **kw: wait_ready(e, min(t, 1.0), **kw))
+    wait_ready = k6_client.wait_ready  # a hook waits at most 1 s for its own k6 (not 30 s) here
+    short = lambda e, t, **kw: wait_ready(e, min(t, 1.0), **kw)  # noqa: E731
+    monkeypatch.setattr(k6_client, "wait_ready", short)
     config = configure(target, in_init_only_on("k6/1", seconds=40)) | {"arm-timeout": 5}
     model = make_model(2, config, update_status_interval=None)
     run_id = model.action(0, "start").results["run-id"]
-    model.settle(lambda: model.unit_view(1).get("status") == "arming", timeout=20)
+    model.settle(lambda: model.unit_view(1).get("status") == "pending", timeout=20)
     assert phase(model) == "arming"
     assert model.units[1].status == f"maintenance: arming run {run_id}"
 
@@ -482,7 +488,7 @@ def test_unit_not_armed_by_the_arm_timeout_aborts_the_run(make_model, target, mo
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
     assert last["reason"] == "not armed within the arm-timeout: k6/1"
-    assert last["units"]["k6/0"]["resume"] == []
+    assert last["units"]["k6/0"]["released"] == []
     assert target.stats()["count"] == 0
     assert_all_idle(model)
 
@@ -515,7 +521,7 @@ if os.environ.get("K6EMU_UNIT") == "k6/1" and os.environ.get("K6EMU_NOTICE_DIR")
 
 def notifying(model: Model, index: int) -> bool:
     """Whether unit `index`'s k6 service shell is running `pebble notify` right now."""
-    service = model.units[index].supervisor.services[k6.SERVICE]
+    service = model.units[index].supervisor.services[k6_workload.SERVICE]
     assert service.process is not None
     group = service.process.pid
     for entry in os.listdir("/proc"):
@@ -538,7 +544,9 @@ def test_done_notice_survives_a_stop_that_races_it(make_model, target, tmp_path)
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: phase(model) == "running", timeout=30)
     # k6 on k6/1 ends on its own (here through its API) and its shell starts the done-notice ...
-    assert k6.stop_all([f"{unit_address(1)}:{k6.PORT}"]) == {f"{unit_address(1)}:{k6.PORT}": None}
+    assert k6_client.stop_all([f"{unit_address(1)}:{k6_client.PORT}"]) == {
+        f"{unit_address(1)}:{k6_client.PORT}": None
+    }
     for _ in range(100):
         if notifying(model, 1):
             break
@@ -549,4 +557,4 @@ def test_done_notice_survives_a_stop_that_races_it(make_model, target, tmp_path)
     model.settle(lambda: model.run_ended(run_id), timeout=30)
 
     unit = model.app["last_run"]["units"]["k6/1"]
-    assert (unit["exit_code"], unit["error"]) == (k6.EXIT_STOPPED_API, "")
+    assert (unit["exit_code"], unit["error"]) == (EXIT_STOPPED_API, "")

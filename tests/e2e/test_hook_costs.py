@@ -1,7 +1,8 @@
 """Per-hook side effects on the emulator with real k6: hooks that change nothing touch nothing.
 
 Counts each hook's Pebble calls (recorded by the emulated Pebble) and the charm's k6 REST
-requests (the `k6` functions the charm calls, wrapped with counters). No timings here.
+requests (the k6_client functions and the library's fan-out, wrapped with counters). No timings
+here.
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import charms.k6_k8s.v0.synchronized_task as library
 import pytest
 
-import k6
+import k6_client
 from tests.e2e import scripts
 from tests.emulator.model import Hook, Model
 from tests.emulator.target import Target
 
 pytestmark = pytest.mark.timeout(90)
 
-HTTP_FUNCTIONS = ("get_status", "probe_all", "stop_all", "resume_all")
+HTTP_FUNCTIONS = {  # every way the charm reaches a k6 REST API
+    k6_client: ("get_status", "probe_all", "stop_all"),
+    library: ("fan_out",),
+}
 WORKLOAD_CHANGES = ("push", "exec")
 
 
@@ -74,8 +79,9 @@ class Watcher:
 def watcher(monkeypatch: pytest.MonkeyPatch) -> Watcher:
     """A watcher whose counters see every k6 REST call the charm makes."""
     w = Watcher()
-    for name in HTTP_FUNCTIONS:
-        monkeypatch.setattr(k6, name, w.counted(name, getattr(k6, name)))
+    for module, names in HTTP_FUNCTIONS.items():
+        for name in names:
+            monkeypatch.setattr(module, name, w.counted(name, getattr(module, name)))
     return w
 
 
@@ -100,7 +106,7 @@ def test_hooks_that_change_nothing_touch_neither_the_workload_nor_k6(
     assert [s.hook.error for s in seen if s.hook.error] == []
     # The run itself went through the workload and k6's API, so the counters see them.
     assert any("push" in s.hook.pebble_calls for s in seen if s.wrote)
-    assert sum(s.http["resume_all"] for s in seen) == 1
+    assert sum(s.http["fan_out"] for s in seen) == 1
     unchanged = [s for s in seen if not s.wrote]
     assert len(unchanged) > 10
     touching = [

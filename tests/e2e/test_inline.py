@@ -36,7 +36,7 @@ def test_a_200_kib_inline_script_runs_from_a_params_file(make_model, target, tmp
 
     assert len(script.encode()) == 200 * 1024 > SHELL_ARG_LIMIT
     assert last["outcome"] == "passed", last["reason"]
-    assert last["source"] == "inline"
+    assert last["info"]["source"] == "inline"
     assert target.stats()["count"] == 30
     assert_all_idle(model)
 

@@ -8,8 +8,9 @@ listens on 6565 and records every connect the charm makes.
 from __future__ import annotations
 
 import pytest
+from charms.k6_k8s.v0.synchronized_task import endpoint_of
 
-import k6
+import k6_client
 from charm import K6Charm
 from tests.e2e import scripts
 from tests.e2e.test_run import assert_all_idle, configure, run_to_end
@@ -21,16 +22,20 @@ pytestmark = pytest.mark.timeout(90)
 class IngressPublishingCharm(K6Charm):
     """The charm as it was before: it publishes ingress-address as its k6 endpoint."""
 
-    def _published_endpoint(self) -> str:
+    def __init__(self, framework):
+        super().__init__(framework)
+        self.task.published_endpoint = self._ingress_endpoint  # type: ignore[method-assign]
+
+    def _ingress_endpoint(self) -> str:
         network = self.model.get_binding("k6").network  # type: ignore[union-attr]
-        return k6.endpoint_of(str(network.ingress_address))
+        return endpoint_of(str(network.ingress_address), k6_client.PORT)
 
 
 def k6_connects(model: Model) -> dict[str, set[str]]:
     """Which hosts each unit's hooks connected to on the k6 port."""
     seen: dict[str, set[str]] = {}
     for c in model.network.connects:
-        if c.port == k6.PORT:
+        if c.port == k6_client.PORT:
             seen.setdefault(c.unit, set()).add(c.host)
     return seen
 
@@ -75,8 +80,10 @@ def test_constant_arrival_rate_sends_rate_times_duration(make_model, target, uni
 
 
 def test_on_kubernetes_resume_stop_and_probe_go_to_each_pod_only(make_model, target, monkeypatch):
-    monkeypatch.setattr("charm.ARM_WAIT_SECONDS", 0.0)  # units report "arming": leader probes
-    monkeypatch.setattr("charm.RECHECK_WAIT_SECONDS", 0.0)
+    monkeypatch.setattr(
+        "k6_workload.ARM_WAIT_SECONDS", 0.0
+    )  # units report "pending": leader probes
+    monkeypatch.setattr("k6_workload.RECHECK_WAIT_SECONDS", 0.0)
     model = make_model(3, configure(target, scripts.constant_vus(3, "30s")))
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: model.app["run"]["phase"] == "running", timeout=30)
@@ -90,7 +97,9 @@ def test_on_kubernetes_resume_stop_and_probe_go_to_each_pod_only(make_model, tar
     assert model.connects_to(model.service_address) == []
     assert k6_connects(model)["k6/0"] == pods  # probe, resume and stop: each pod
     assert all(hosts <= pods for hosts in k6_connects(model).values())
-    assert all(model.unit_view(i)["endpoint"] == f"{unit_address(i)}:{k6.PORT}" for i in range(3))
+    assert all(
+        model.unit_view(i)["endpoint"] == f"{unit_address(i)}:{k6_client.PORT}" for i in range(3)
+    )
     assert_all_idle(model)
 
 
@@ -104,7 +113,7 @@ def test_publishing_ingress_address_fails_on_kubernetes_and_sends_no_load(
     last = run_to_end(model)
 
     assert last["outcome"] == "failed"
-    assert last["reason"].startswith("resume failed: k6/0: connect failed after 3 attempts: ")
+    assert last["reason"].startswith("release failed: k6/0: connect failed after 3 attempts: ")
     assert "Connection refused" in last["reason"]
     assert target.stats()["count"] == 0
     assert len(model.connects_to(model.service_address)) >= 3

@@ -230,7 +230,7 @@ def test_console_logs_reach_loki_labelled_with_unit_and_run(make_model, target, 
     assert {e.labels["source"] for e in hello} == {"console"}
     # One line per iteration: as many on each unit as iterations it ran.
     per_unit = {u: sum(e.labels["juju_unit"] == u for e in hello) for u in ALL_UNITS}
-    iterations = {u: r["summary"]["counters"]["iterations"] for u, r in last["units"].items()}
+    iterations = {u: r["line"]["iterations"] for u, r in last["units"].items()}
     assert per_unit == iterations
     assert sum(per_unit.values()) == 6
 

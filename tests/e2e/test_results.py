@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import k6
+import cos
+import k6_workload
 from tests.e2e import scripts
 from tests.e2e.test_run import configure, run_to_end
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.timeout(120)
 
 UNITS = 3
 ITERATIONS = 90
-REPORT_PATH = f"{k6.WORKDIR}/{k6.REPORT_FILE}"
+REPORT_PATH = f"{k6_workload.WORKDIR}/{cos.REPORT_FILE}"
 
 
 def table_rows(table: str) -> dict[str, list[str]]:
@@ -69,7 +70,7 @@ def test_each_unit_exported_a_real_html_report(make_model, target):
     reports = {u: r["report"] for u, r in result.results["units"].items()}
     assert reports == {f"k6-{i}": REPORT_PATH for i in range(UNITS)}
     for unit in model.units.values():
-        html = (unit.workdir / k6.REPORT_FILE).read_text(errors="replace")
+        html = (unit.workdir / cos.REPORT_FILE).read_text(errors="replace")
         # k6's web-dashboard report: one self-contained page (it opens with an SPDX comment).
         assert "<html" in html[:2000].lower(), html[:200]
         assert html.rstrip().endswith("</html>")
@@ -87,7 +88,8 @@ def test_global_threshold_fails_the_run_although_every_unit_exited_0(make_model,
     }
     assert target.stats()["count"] == ITERATIONS
     assert last["outcome"] == "failed"
-    assert last["threshold_failures"] == [f"http_reqs count>100000: count is {ITERATIONS}"]
+    failure = f"thresholds failed: http_reqs count>100000: count is {ITERATIONS}"
+    assert last["failures"] == [failure]
     assert result.ok, result.failure
     assert result.results["outcome"] == "failed"
     assert "http_reqs count>100000" in result.results["reason"]

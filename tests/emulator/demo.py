@@ -49,7 +49,7 @@ class Progress:
             for i, name in enumerate(armed, 1):
                 self.say(f"armed-{name}", f"armed {i}/{total}: {name} (k6 paused, REST API ready)")
             if run["phase"] == "running":
-                acks = [t[1] for t in run["resumed"].values() if t[1]]
+                acks = [t[1] for t in run["released"].values() if t[1]]
                 spread = (max(acks) - min(acks)) * 1000 if acks else float("nan")
                 self.say(
                     "resumed", f"resumed all {total} units at once (ack spread {spread:.2f} ms)"
