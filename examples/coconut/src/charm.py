@@ -72,7 +72,7 @@ class CoconutCharm(ops.CharmBase):
         try:
             run = self.task.start(
                 {"coconuts": params.coconuts},
-                info={"coconuts": params.coconuts},
+                info={"coconuts": params.coconuts},  # what `tally` sees (not the payload)
                 arm_timeout=ARM_TIMEOUT_SECONDS,
             )
         except TaskRefused as e:
@@ -80,11 +80,9 @@ class CoconutCharm(ops.CharmBase):
             return
         event.set_results({"run-id": run.run_id, "units": ",".join(run.participants)})
         active = self.task.run
-        if active is None or active.run_id != run.run_id or active.phase == STOPPING:
+        if active is None or active.phase == STOPPING:  # it failed in this very hook
             last = self.task.last_run
-            reason = active.reason if active and active.run_id == run.run_id else None
-            if reason is None:
-                reason = last.reason if last and last.run_id == run.run_id else "it ended"
+            reason = active.reason if active else (last.reason if last else "")
             event.fail(f"run {run.run_id} did not start: {reason}")
             return
         event.log(
