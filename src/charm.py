@@ -164,7 +164,7 @@ class K6Charm(ops.CharmBase):
             data=merged,
             failures=["thresholds failed: " + "; ".join(failures)] if failures else [],
             lines=lines,
-            headline=_headline(merged),
+            headline=results.headline(merged),
         )
 
     def _on_dashboard_event(self, _: ops.EventBase) -> None:
@@ -351,17 +351,6 @@ class K6Charm(ops.CharmBase):
             self.load_config(K6Config)
         except ValueError as e:
             event.add_status(ops.BlockedStatus(str(e)))
-
-
-def _headline(merged: Mapping[str, Any]) -> str:
-    """The merged p95 of http_req_duration with its rank error, for the app status."""
-    trend = (merged.get("trends") or {}).get("http_req_duration") or {}
-    p95 = trend.get("p(95)")
-    if p95 is None:
-        return ""
-    error = (trend.get("rank_error") or {}).get("p(95)")
-    bound = f" (±{error * 100:.2g} % rank)" if error is not None else ""
-    return f"p95 {p95:.4g} ms{bound}"
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -1024,7 +1024,34 @@ def format_table(
     missing = aggregate.get("units_missing")
     if isinstance(missing, list) and missing:
         lines.append(f"no summary from: {', '.join(str(u) for u in missing)}")
-    names = sorted(trends, key=_trend_order)
+    always = ("http_req_duration", "iteration_duration")
+    names = [n for n in sorted(trends, key=_trend_order) if n in always or _precise(trends[n])]
     width = max((len(n) for n in names), default=0)
     lines.extend(_trend_line(name, width, trends[name]) for name in names)
+    coarse = [n for n in sorted(trends, key=_trend_order) if n not in names]
+    if coarse:
+        lines.append(
+            f"not shown, merged coarser than {TABLE_RANK_ERROR:.0%} rank (no grid from every "
+            f"unit): {', '.join(coarse)}"
+        )
     return "\n".join(lines)
+
+
+TABLE_RANK_ERROR = 0.05  # the table shows merged trends certified at least this tight
+
+
+def _precise(entry: Mapping[str, object]) -> bool:
+    """Every percentile the table shows is certified within TABLE_RANK_ERROR (or unknown)."""
+    errors = _numbers(entry.get("rank_error"))
+    shown = [errors.get(percentile_key(p)) for p, _ in _LINE_PERCENTILES]
+    return all(e is None or e <= TABLE_RANK_ERROR for e in shown)
+
+
+def headline(aggregate: Mapping[str, object]) -> str:
+    """One line for the app status: the merged p95 of http_req_duration with its bound."""
+    entry = _mappings(aggregate.get("trends")).get("http_req_duration", {})
+    p95 = _number(entry.get(percentile_key(95.0)))
+    if p95 is None:
+        return ""
+    error = _numbers(entry.get("rank_error")).get(percentile_key(95.0))
+    return f"p95 {_fmt_value(p95)} ms ({rank_text(error)})"

@@ -285,9 +285,7 @@ class Model:
             okay_delay=self.okay_delay,
             path_prefix=self.k6_path,
         )
-        ctx = testing.Context(
-            self.charm.type, app_name=self.charm.app, unit_id=index, **self.spec
-        )
+        ctx = testing.Context(self.charm.type, app_name=self.charm.app, unit_id=index, **self.spec)
         emu_pebble.REGISTRY[id(ctx)] = supervisor
         unit = Unit(index, name, unit_address(index), ctx, supervisor, workdir)
         self.units[index] = unit
@@ -586,12 +584,10 @@ def _charm_spec(root: Path) -> dict[str, Any]:
         path = root / name
         return yaml.safe_load(path.read_text()) if path.exists() else None
 
-    meta = load("metadata.yaml") or load("charmcraft.yaml") or {}
-    return {
-        "meta": meta,
-        "actions": load("actions.yaml") or meta.get("actions"),
-        "config": load("config.yaml") or meta.get("config"),
-    }
+    meta = dict(load("metadata.yaml") or load("charmcraft.yaml") or {})
+    actions = load("actions.yaml") or meta.pop("actions", None)
+    config = load("config.yaml") or meta.pop("config", None)
+    return {"meta": meta, "actions": actions, "config": config}
 
 
 class _Clock:

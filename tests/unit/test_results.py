@@ -1421,3 +1421,32 @@ def test_unit_sort_key_orders_numbers_numerically():
     units = ["k6/10", "other", "k6/2", "k6/1"]
 
     assert sorted(units, key=results.unit_sort_key) == ["k6/1", "k6/2", "k6/10", "other"]
+
+
+def test_format_table_leaves_out_coarse_trends_but_names_them():
+    # Arrange: the same small-form trend under two names: only http_req_duration is always shown
+    duration = {"min": 1, "max": 30, "avg": 10, "p(95)": 25.0, "count": 8}
+    summary = unit_summary(iterations=4, requests=8, failed=0, duration=duration)
+    summary["trends"]["http_req_waiting"] = dict(duration)
+    merged = results.aggregate({"k6/0": summary, "k6/1": summary}, duration_s=2.0)
+    units = {u: {"exit_code": 0, "line": results.unit_line(summary)} for u in ("k6/0", "k6/1")}
+
+    table = results.format_table(units, merged).splitlines()
+
+    assert table[-2].startswith("http_req_duration  p50 ")
+    assert table[-1] == (
+        "not shown, merged coarser than 5% rank (no grid from every unit): http_req_waiting"
+    )
+
+
+def test_headline_is_the_merged_p95_with_its_bound():
+    duration = {"min": 1, "max": 30, "avg": 10, "p(95)": 25.0, "count": 8}
+    summary = unit_summary(iterations=4, requests=8, failed=0, duration=duration)
+    merged = results.aggregate({"k6/0": summary}, duration_s=2.0)
+    trend = merged["trends"]["http_req_duration"]
+
+    text = results.headline(merged)
+
+    assert trend["p(95)"] == 25.0
+    assert text == f"p95 25.0 ms ({results.rank_text(trend['rank_error']['p(95)'])})"
+    assert results.headline({"trends": {}}) == ""

@@ -229,10 +229,14 @@ class Share:
         """This share as a segment [start, end) of the whole, in exact fractions."""
         return Fraction(self.index, self.count), Fraction(self.index + 1, self.count)
 
-    def split(self, total: int) -> int:
-        """This share of `total` whole items: every item done exactly once across the shares."""
+    def items(self, total: int) -> range:
+        """Which of `total` numbered items (0..total-1) are this share's: each in exactly one."""
         start, end = self.bounds()
-        return math.floor(total * end) - math.floor(total * start)
+        return range(math.floor(total * start), math.floor(total * end))
+
+    def split(self, total: int) -> int:
+        """How many of `total` whole items are this share's."""
+        return len(self.items(total))
 
 
 @dataclass
@@ -738,7 +742,10 @@ class InstantRelease:
 def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
     """A Pebble service command: run `shell_line`, then notify `notice_key` with its exit code.
 
-    The line runs under `/bin/sh -c`. TERM is trapped by a handler (not ignored, which children
+    The line runs under `/bin/sh -c`. It must end when Pebble's SIGTERM reaches the process
+    group: one command (whose exit code is then reported, e.g. k6's 105), or several wrapped in
+    a child `sh -c '…'` (the trap below would otherwise let a loop carry on after the TERM).
+    TERM is trapped by a handler (not ignored, which children
     would inherit) while it runs, so that a Pebble stop still sends the notice; then ignored,
     so that a stop racing the notice cannot kill `pebble notify`. The shell exits with the
     line's code, so Pebble's "exited quickly with code N" carries it too.
@@ -1164,7 +1171,9 @@ class SynchronizedTask(ops.Object):
             TaskRefused: not the leader, no peer relation yet, or a run already active.
         """
         if not self.charm.unit.is_leader():
-            raise TaskRefused("only the leader starts a run")
+            raise TaskRefused(
+                f"only the leader starts a run: juju run {self.charm.app.name}/leader …"
+            )
         relation = self.relation
         if relation is None:
             raise TaskRefused("the peer relation is not ready yet; retry in a moment")
@@ -1190,7 +1199,9 @@ class SynchronizedTask(ops.Object):
     def stop(self) -> Run | None:
         """Stop the active run on every unit (leader only); the run it stopped, if any."""
         if not self.charm.unit.is_leader():
-            raise TaskRefused("only the leader stops a run")
+            raise TaskRefused(
+                f"only the leader stops a run: juju run {self.charm.app.name}/leader …"
+            )
         run = self.run
         if run is None:
             return None
