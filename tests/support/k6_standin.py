@@ -29,7 +29,11 @@ Behaviour knobs (environment):
   never showing status 4 (a script error).
 - `K6_STANDIN_ITERATIONS`: iterations reported in the summary of a completed run (default 1).
 - `K6_STANDIN_LOG`: file to append one JSON line to when the resume PATCH arrives
-  (`{"event": "resume", "address", "epoch_ns", "monotonic_ns"}`).
+  (`{"event": "resume", "address", "run_id", "epoch_ns", "monotonic_ns"}`; `run_id` is the
+  value of `--tag run_id=...`, "" without one).
+- `K6_STANDIN_ARMED_LOG`: file to append one JSON line to when init ends and the test is
+  paused before the run, ready to be resumed (`{"event": "armed", ...}`, the same fields),
+  written before any client can see status 4.
 - `K6_STANDIN_MAX_SECONDS`: safety net; a stand-in still alive after this long exits 105 as if
   terminated (default 900), so a forgotten one cannot outlive its test for long.
 
@@ -46,7 +50,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATUS_INIT_VUS = 1
@@ -91,6 +95,7 @@ class Options:
     port: int
     summary_export: str | None
     script: str | None
+    tags: dict[str, str] = field(default_factory=dict)  # --tag NAME=VALUE
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -98,6 +103,7 @@ def parse_args(argv: list[str]) -> Options:
     if not argv or argv[0] != "run":
         raise ValueError("usage: k6_standin run --paused --address HOST:PORT [...] SCRIPT")
     paused, address, summary, script = False, DEFAULT_ADDRESS, None, None
+    tags: dict[str, str] = {}
     args = iter(argv[1:])
     for arg in args:
         name, eq, inline = arg.partition("=")
@@ -107,6 +113,9 @@ def parse_args(argv: list[str]) -> Options:
             address = inline if eq else next(args, address)
         elif name == "--summary-export":
             summary = inline if eq else next(args, None)
+        elif name == "--tag":
+            tag, _, value = (inline if eq else next(args, "")).partition("=")
+            tags[tag] = value
         elif name in _VALUE_FLAGS and not eq:
             next(args, None)
         elif not arg.startswith("-"):
@@ -114,7 +123,7 @@ def parse_args(argv: list[str]) -> Options:
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "localhost"
     return Options(
-        paused, "127.0.0.1" if host == "localhost" else host, int(port), summary, script
+        paused, "127.0.0.1" if host == "localhost" else host, int(port), summary, script, tags
     )
 
 
@@ -134,10 +143,18 @@ class Execution:
     until something happens instead of polling.
     """
 
-    def __init__(self, address: str, log_path: str | None) -> None:
+    def __init__(
+        self,
+        address: str,
+        log_path: str | None,
+        armed_log_path: str | None = None,
+        run_id: str = "",
+    ) -> None:
         self.lock = threading.Condition()
         self.address = address
         self.log_path = log_path
+        self.armed_log_path = armed_log_path
+        self.run_id = run_id
         self.status = STATUS_INIT_VUS
         self.paused = True
         self.stopped = False
@@ -173,20 +190,22 @@ class Execution:
                     )
                 was_paused, self.paused = self.paused, bool(attributes["paused"])
                 if was_paused and not self.paused:
-                    self._log_resume()
+                    self.log(self.log_path, "resume")
             self.lock.notify_all()
             return 200, self.document()
 
-    def _log_resume(self) -> None:
-        if not self.log_path:
+    def log(self, path: str | None, event: str) -> None:
+        """Append one event line to `path` (nothing without a path)."""
+        if not path:
             return
         line = {
-            "event": "resume",
+            "event": event,
             "address": self.address,
+            "run_id": self.run_id,
             "epoch_ns": time.time_ns(),
             "monotonic_ns": time.monotonic_ns(),
         }
-        with open(self.log_path, "a", encoding="utf-8") as log:
+        with open(path, "a", encoding="utf-8") as log:
             log.write(json.dumps(line) + "\n")
 
 
@@ -304,7 +323,12 @@ def main(argv: list[str]) -> int:
     terminated = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: terminated.set())
 
-    execution = Execution(f"{options.host}:{options.port}", os.environ.get("K6_STANDIN_LOG"))
+    execution = Execution(
+        f"{options.host}:{options.port}",
+        os.environ.get("K6_STANDIN_LOG"),
+        os.environ.get("K6_STANDIN_ARMED_LOG"),
+        options.tags.get("run_id", ""),
+    )
     execution.paused = options.paused
     server = _Server((options.host, options.port), _Handler)
     server.execution = execution
@@ -324,6 +348,7 @@ def main(argv: list[str]) -> int:
                 if _env_flag("K6_STANDIN_DIE_BEFORE_ARM"):
                     code = EXIT_SCRIPT_ERROR
                 else:
+                    execution.log(execution.armed_log_path, "armed")
                     execution.status = STATUS_PAUSED_BEFORE_RUN
             paused = execution.paused
             if code is None and execution.status == STATUS_PAUSED_BEFORE_RUN and not paused:

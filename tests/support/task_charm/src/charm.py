@@ -176,7 +176,8 @@ class StandinWorkload(_OneShot):
         """Start the stand-in paused; True once its API says paused before the run."""
         endpoint = endpoint_of(address, PORT)
         items = share.split(int(payload["items"]))
-        argv = ["run", "--paused", "--address", endpoint, "--summary-export", SUMMARY_FILE]
+        argv = ["run", "--paused", "--address", endpoint, "--tag", f"run_id={run.run_id}"]
+        argv += ["--summary-export", SUMMARY_FILE]
         line = f"{STANDIN} {shlex.join([*argv, 'task.js'])}"
         self._remove(SUMMARY_FILE)
         self._start(line, run, {"K6_STANDIN_ITERATIONS": str(items)})
