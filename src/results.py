@@ -1,6 +1,6 @@
 """Arithmetic on k6 results: shrink one unit's summary export, merge all units, judge thresholds.
 
-Pure data in, pure data out (stdlib only); every dict produced here is JSON-serializable. Trends
+Pure data in, pure data out (stdlib and the library's unit order); every dict produced here is JSON-serializable. Trends
 merge through k6's own percentiles on a fixed grid, with a certified rank error: docs/results.md.
 """
 
@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
+
+from charms.k6_k8s.v0.synchronized_task import unit_order
 
 # A unit's compact summary travels in its relation databag: four trends with their grids fit.
 MAX_COMPACT_BYTES = 8192
@@ -361,12 +363,6 @@ def compact(summary_export: Mapping[str, object]) -> dict[str, Any]:
     return {**empty, **sections, "dropped": dropped}
 
 
-def unit_sort_key(unit: str) -> tuple[str, float]:
-    """Sort "k6/2" before "k6/10": by application name, then unit number."""
-    app, _, number = unit.rpartition("/")
-    return (app, int(number)) if number.isdigit() else (unit, math.inf)
-
-
 def _sum(values: Iterable[int | float]) -> int | float:
     """Exact sum: ints stay ints (Python ints do not overflow), floats go through math.fsum."""
     values = list(values)
@@ -610,7 +606,7 @@ def aggregate(
         unless a single unit reported) or no unit has samples. A metric that some reporting
         units lack also has "missing_from": [unit].
     """
-    units = sorted(per_unit, key=unit_sort_key)
+    units = sorted(per_unit, key=unit_order)
     summaries = {u: s for u in units if isinstance(s := per_unit[u], Mapping)}
     source: str | None = "run" if duration_s is not None else None
     if duration_s is None:
@@ -992,7 +988,7 @@ def format_table(
     trend with its p50, p90, p95, p99, p99.9, max and the largest of their rank errors.
     """
     header = ("UNIT", "EXIT", "REQUESTS", "ITERATIONS", "FAILED", "P95 MS")
-    rows = [_unit_row(unit, units[unit]) for unit in sorted(units, key=unit_sort_key)]
+    rows = [_unit_row(unit, units[unit]) for unit in sorted(units, key=unit_order)]
     counters = _mappings(aggregate.get("counters"))
     requests = counters.get("http_reqs", {})
     failed, total = _failed_requests(_mappings(aggregate.get("rates")).get("http_req_failed", {}))

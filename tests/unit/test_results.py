@@ -1417,12 +1417,6 @@ def test_rank_text_rounds_the_error_up(error, text):
     assert results.rank_text(error) == text
 
 
-def test_unit_sort_key_orders_numbers_numerically():
-    units = ["k6/10", "other", "k6/2", "k6/1"]
-
-    assert sorted(units, key=results.unit_sort_key) == ["k6/1", "k6/2", "k6/10", "other"]
-
-
 def test_format_table_leaves_out_coarse_trends_but_names_them():
     # Arrange: the same small-form trend under two names: only http_req_duration is always shown
     duration = {"min": 1, "max": 30, "avg": 10, "p(95)": 25.0, "count": 8}
