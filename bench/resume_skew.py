@@ -31,17 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from charms.k6_k8s.v0.synchronized_task import Delivery, fan_out
 
-import k6
+import k6_client
 from bench import ROOT, Figure, SectionResult
 from tests.support import k6_standin
 
-SIZES = (1, 4, 16, 64, 256)
+SIZES = (1, 4, 16, 64, 256)  # BENCH_SKEW_SIZES="1,4,16,64" overrides (a 256 run is long)
 REPETITIONS = 7  # per size and method; BENCH_SKEW_REPETITIONS overrides
 DELAY_MS = 5.0  # one-way latency the proxy adds
 PROXY_BASE = "127.77.1.1"  # unit i's proxy listens on PROXY_BASE + i
 UNIT_BASE = "127.77.2.1"  # unit i's k6 API listens on UNIT_BASE + i
-PORT = k6.PORT
+PORT = k6_client.PORT
 MEMORY_SHARE = 0.25  # real k6 while N x (its measured RSS) fits in this share of free memory
 APPARATUS_UNITS = 4
 APPARATUS_ROUNDS = 50
@@ -57,7 +58,7 @@ QUIET_TIMEOUT = 3.0  # longest a round waits for a moment with no more runnable 
 SCRIPT = "export const options = { vus: 1, iterations: 1 };\nexport default function () {}\n"
 STANDIN_RUN_SECONDS = "0.05"  # about what the real no-op iteration takes
 STANDIN_MAX_SECONDS = "600"  # a stand-in this bench lost track of exits by itself after this
-PROBE_CHUNK = 64  # endpoints per k6.probe_all call (its httpx pool holds 100 connections)
+PROBE_CHUNK = 64  # endpoints per k6_client.probe_all call (its httpx pool holds 100 connections)
 FDS_PER_UNIT = 8  # open files per unit, this process and the proxy's, with room to spare
 FDS_BASE = 256
 HANDSHAKE_ROUNDS = 3  # per size, for the delayed-handshake connect check
@@ -66,7 +67,7 @@ SEQUENTIAL_SIZE = 4  # the one-after-another reference of that check is measured
 FLOOR_ROUNDS = 9  # per variant, for the bare send() cost
 FLOOR_FRESH = "fresh connections"
 FLOOR_NO_QUICKACK = "receiver's quick ACK off"
-RESUME_BODY = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
+RESUME_BODY = k6_client.RESUME_BODY
 # What k6-operator's starter sends (Go's json.Marshal of its request struct, field order kept).
 OPERATOR_BODY = '{"data":{"attributes":{"paused":false},"id":"default","type":"status"}}'
 
@@ -254,7 +255,7 @@ class Fleet:
         waiting = list(self.direct)
         while True:
             for start in range(0, len(waiting), PROBE_CHUNK):
-                statuses = k6.probe_all(waiting[start : start + PROBE_CHUNK], timeout=1.0)
+                statuses = k6_client.probe_all(waiting[start : start + PROBE_CHUNK], timeout=1.0)
                 ready = {e for e, s in statuses.items() if s is not None and s.ready}
                 waiting = [e for e in waiting if e not in ready]
             if not waiting:
@@ -429,10 +430,23 @@ class Outcome:
     connect_ns: int | None = None  # from the call to its last connection open, where it knows
 
 
-def resume_charm(endpoints: Sequence[str]) -> Outcome:
-    """(a) The charm's own code: k6.resume_all (connect all at once, then pre-encoded writes)."""
+def charm_fan_out(
+    endpoints: Sequence[str], timeout: float = REQUEST_TIMEOUT, connect_retries: int = 2
+) -> tuple[float, list[Delivery]]:
+    """What the leader's release does: the library's `fan_out` with k6_client's resume bytes.
+
+    As in `SynchronizedTask._release`, every request is encoded before `fan_out` is called
+    (`K6Workload.release_request` is `k6_client.resume_request`). Returns (epoch seconds when
+    `fan_out` was called, its deliveries).
+    """
+    requests = [(endpoint, k6_client.resume_request(endpoint)) for endpoint in endpoints]
     called = time.time()
-    results = k6.resume_all(endpoints, timeout=REQUEST_TIMEOUT)
+    return called, fan_out(requests, timeout, connect_retries)
+
+
+def resume_charm(endpoints: Sequence[str]) -> Outcome:
+    """(a) The charm's own code: fan_out (connect all at once, then pre-encoded writes)."""
+    called, results = charm_fan_out(endpoints)
     sent = [r.sent for r in results if r.sent is not None]
     span = int((max(sent) - min(sent)) * 1e9) if sent else None
     connected = [r.connected for r in results if r.connected is not None]
@@ -446,7 +460,7 @@ def resume_sequential(endpoints: Sequence[str]) -> Outcome:
     with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
         for endpoint in endpoints:
             try:
-                client.patch(f"http://{endpoint}{k6.STATUS_PATH}", json=RESUME_BODY)
+                client.patch(f"http://{endpoint}{k6_client.STATUS_PATH}", json=RESUME_BODY)
             except httpx.HTTPError as e:
                 errors.append(f"{endpoint}: {e!r}")
     return Outcome(errors)
@@ -456,7 +470,7 @@ def operator_line(endpoints: Sequence[str]) -> str:
     """grafana/k6-operator's starter: one sh line of sequential curl processes."""
     return "; ".join(
         f"curl --retry 3 -X PATCH -H 'Content-Type: application/json' "
-        f"http://{endpoint}{k6.STATUS_PATH} -d {shlex.quote(OPERATOR_BODY)}"
+        f"http://{endpoint}{k6_client.STATUS_PATH} -d {shlex.quote(OPERATOR_BODY)}"
         for endpoint in endpoints
     )
 
@@ -482,7 +496,7 @@ def resume_gather(endpoints: Sequence[str]) -> Outcome:
 
     async def main() -> list[str]:
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
-            urls = [f"http://{endpoint}{k6.STATUS_PATH}" for endpoint in endpoints]
+            urls = [f"http://{endpoint}{k6_client.STATUS_PATH}" for endpoint in endpoints]
             await asyncio.gather(*(client.get(url) for url in urls))
             answers = await asyncio.gather(
                 *(client.patch(url, json=RESUME_BODY) for url in urls), return_exceptions=True
@@ -507,7 +521,7 @@ class Method:
 
 
 METHODS = (
-    Method("a", "(a) charm k6.resume_all", resume_charm),
+    Method("a", "(a) charm fan_out", resume_charm),
     Method("b", "(b) sequential httpx.Client", resume_sequential),
     Method("c", "(c) k6-operator curl chain", resume_curl_chain),
     Method("d", "(d) httpx.AsyncClient gather", resume_gather),
@@ -578,7 +592,7 @@ def measure_size(proxy: ProxyProcess, fleet: Fleet, repetitions: int) -> dict[st
 
 
 def _raw_patch(endpoint: str) -> bytes:
-    return k6.request_bytes("PATCH", endpoint, RESUME_BODY)
+    return k6_client.resume_request(endpoint)
 
 
 @dataclass
@@ -655,7 +669,7 @@ def measure_pinning(proxy: ProxyProcess, size: int) -> dict[bool, list[float]]:
             with pinned(proxy, enabled) as active:
                 proxy.drain()
                 wait_quiet()
-                results = k6.resume_all(proxy_endpoints(size), timeout=0.5, connect_retries=0)
+                _, results = charm_fan_out(proxy_endpoints(size), timeout=0.5, connect_retries=0)
             sent = [r.sent for r in results if r.sent is not None]
             if len(sent) == size and (active or not enabled):
                 spans[enabled].append((max(sent) - min(sent)) * 1e6)
@@ -799,8 +813,7 @@ def measure_handshakes(sizes: Sequence[int]) -> Handshakes:
         for _ in range(HANDSHAKE_ROUNDS):
             held = HeldListeners(size)
             try:
-                called = time.time()
-                results = k6.resume_all(held.endpoints(), timeout=HANDSHAKE_TIMEOUT)
+                called, results = charm_fan_out(held.endpoints(), timeout=HANDSHAKE_TIMEOUT)
             finally:
                 held.close()
             failed = [f"{r.endpoint}: {r.error}" for r in results if not r.ok]
@@ -815,7 +828,7 @@ def measure_handshakes(sizes: Sequence[int]) -> Handshakes:
     socks: list[socket.socket] = []
     try:
         started = time.monotonic()
-        for endpoint in held.endpoints():  # what resume_all did before: one after another
+        for endpoint in held.endpoints():  # what the charm did before: one after another
             host, _, port = endpoint.rpartition(":")
             socks.append(socket.create_connection((host, int(port)), HANDSHAKE_TIMEOUT))
         result.sequential_s = time.monotonic() - started
@@ -834,8 +847,8 @@ def _handshake_lines(check: Handshakes) -> list[str]:
     lines = [
         "Connect phase with every TCP handshake delayed to about 1 s (each listener's accept "
         "queue kept full, so the kernel drops the client's first SYN and the handshake "
-        "completes at its retransmission; tests/unit/test_k6.py checks the same with 20 "
-        f"endpoints). {HANDSHAKE_ROUNDS} rounds per N; (a) from the call to its last "
+        "completes at its retransmission; a unit test checks the same with 20 endpoints). "
+        f"{HANDSHAKE_ROUNDS} rounds per N; (a) from the call to its last "
         "connection open:",
         "",
         "| N | connects waiting for their handshake at once (max) | (a) connect phase p50 / max "
@@ -1069,8 +1082,18 @@ def terminated_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> SectionResult:
+def sizes_from_env() -> tuple[int, ...]:
+    """BENCH_SKEW_SIZES ("1,4,16,64"), else SIZES."""
+    text = os.environ.get("BENCH_SKEW_SIZES", "")
+    sizes = tuple(sorted({int(s) for s in text.split(",") if s.strip()}))
+    if any(n < 1 for n in sizes):
+        raise ValueError(f"BENCH_SKEW_SIZES must list sizes >= 1, not {text!r}")
+    return sizes or SIZES
+
+
+def run(sizes: Sequence[int] | None = None, repetitions: int | None = None) -> SectionResult:
     """Measure every method at every size; markdown tables plus the skew figure."""
+    sizes = sizes or sizes_from_env()
     repetitions = repetitions or int(os.environ.get("BENCH_SKEW_REPETITIONS", REPETITIONS))
     if shutil.which("curl") is None:
         raise RuntimeError("curl is needed for method (c): apt-get install curl")
@@ -1125,11 +1148,14 @@ def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> Section
         f"charm's send span p50 / worst (rounds over 1 ms): {check}."
     )
     methods_note = (
-        "- (a) sends from this process through src/k6.py; (b) and (d) from this process; "
+        "- (a) sends from this process through the charm's own path: the synchronized-task "
+        "library's `fan_out` (lib/charms/k6_k8s/v0/synchronized_task.py) with the request "
+        "bytes of `k6_client.resume_request`, encoded before the call as the leader's release "
+        "does; (b) and (d) from this process; "
         "(c) is `sh -c 'curl --retry 3 -X PATCH … ; curl …'` as k6-operator's starter; "
         "(d) warms its connections with a GET first (its best case; httpx's default pool "
         "holds 100 connections, so above N = 100 some of its requests wait for one). "
-        "(a) send span: the spread of the charm's own send times (ResumeResult.sent)."
+        "(a) send span: the spread of the charm's own send times (Delivery.sent)."
     )
     gaps = [g / 1e3 for row in plan for g in row.cells["a"].span_gaps_ns]
     gap_note = (
@@ -1140,7 +1166,7 @@ def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> Section
         gap_note += ": the skew, outliers included, is made in the sending loop, not on the way."
     else:
         gap_note += (
-            " (ResumeResult.sent is stamped just after each send, so a preemption between the "
+            " (Delivery.sent is stamped just after each send, so a preemption between the "
             "two widens this)."
         )
     lines = [
@@ -1192,6 +1218,11 @@ def run(sizes: Sequence[int] = SIZES, repetitions: int | None = None) -> Section
         f"{load_after:.1f} after (the units themselves add to it); open files limit "
         f"{fd_limit[0]} (hard {fd_limit[1]}).",
     ]
+    if tuple(sizes) != SIZES:
+        lines.append(
+            f"Sizes run: {', '.join(map(str, sizes))} (BENCH_SKEW_SIZES; the full section runs "
+            f"{', '.join(map(str, SIZES))})."
+        )
 
     plotted = [r for r in main_rows if r.size > 1]
     figure = Figure(

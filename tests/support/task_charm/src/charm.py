@@ -75,15 +75,17 @@ SUMMARY_FILE = "summary.json"
 STANDIN = '"${K6EMU_PYTHON:-python3}" -m tests.support.k6_standin'
 
 # The instant workload, run in a subshell so that its `exit` still reaches the done-notice.
+# It logs "RUN_ID ready NS" and "RUN_ID start NS" (the clock in nanoseconds) to events.log.
 INSTANT_LINE = """(
+now() { echo $(( $(date +%s%N) + $(cat .clock-offset-ns 2>/dev/null || echo 0) )); }
 sleep "${TASK_STANDIN_INIT_SECONDS:-0}"
 if [ -n "${TASK_STANDIN_DIE_BEFORE_ARM:-}" ]; then exit 107; fi
+echo "$TASK_RUN_ID ready $(now)" >> events.log
 : > ready
 until [ -s start-at ]; do sleep 0.01; done
-now() { echo $(( $(date +%s%N) + $(cat .clock-offset-ns 2>/dev/null || echo 0) )); }
 at=$(cat start-at)
 while [ "$(now)" -lt "$at" ]; do sleep 0.005; done
-echo "$TASK_RUN_ID $(now)" >> starts.log
+echo "$TASK_RUN_ID start $(now)" >> events.log
 sleep "${TASK_STANDIN_RUN_SECONDS:-0.1}"
 echo "$TASK_ITEMS" > result
 exit "${TASK_STANDIN_EXIT:-0}"
