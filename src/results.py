@@ -1,7 +1,8 @@
 """Arithmetic on k6 results: shrink one unit's summary export, merge all units, judge thresholds.
 
 Pure data in, pure data out (stdlib, and the library's unit order); every dict produced here is
-JSON-serializable. Trends merge through k6's own percentiles on a fixed grid, with a certified rank error: docs/results.md.
+JSON-serializable. Trends merge through k6's own percentiles on a fixed grid, with a certified
+rank error: docs/results.md.
 """
 
 from __future__ import annotations
