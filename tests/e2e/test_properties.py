@@ -1,39 +1,115 @@
 """Property-based exploration: random schedules, faults and start/stop on the emulator.
 
-The k6 processes here are a TEST DOUBLE (tests/support/k6_standin.py: k6's REST API and exit
-codes, no load) so that hundreds of runs fit in minutes; real k6 runs in every other e2e test.
-Invariants are checked after every hook; a failing schedule is shrunk by hypothesis and printed
-(`Falsifying example: ...(schedule=Schedule(...))`); run it again on its own with
+The schedules run against the synchronized-task library through a stand-in charm that uses
+nothing but the library (tests/support/task_charm), once per release mechanism, and against the
+k6 charm itself:
+
+- `api` (3/5 of the examples): the library's ApiRelease; each unit runs the k6 stand-in
+  (tests/support/k6_standin.py: k6's REST API and exit codes, no load) as a one-shot service;
+- `instant` (1/5): InstantRelease; each unit runs a shell line that waits for a start file;
+- `k6` (1/5): the k6 charm (src/charm.py), with the same k6 stand-in in place of k6.
+
+These are TEST DOUBLES so that hundreds of runs fit in minutes; real k6 runs in every other e2e
+test. Invariants are checked after every hook:
+
+(a) nobody is released before every participant is armed: in the databags, every participant
+    is armed (busy, or pending and probed ready) when the leader records a release or a start
+    instant; physically, every resume a stand-in received arrived after every participant's
+    stand-in was paused before the run, and no instant workload started before its run's start
+    instant, which was written after every participant's workload was ready;
+(b) every run ends, and the leader's first update-status past a deadline acts on it;
+(c) at the end nobody is left busy or pending and no workload runs;
+(d) the last-run record is consistent: passed only with every exit code 0 (and, for the
+    stand-in charm, every item of the task done exactly once across the shares), and its
+    per-unit exit codes are the units' own reports;
+(e) there are never two active runs: a start while a run is active is refused.
+
+A failing schedule is shrunk by hypothesis and printed (`Falsifying example: ...
+(schedule=Schedule(...))`); run it again on its own with
 `python -m tests.e2e.soak --replay 'Schedule(...)'` (or replay hypothesis' exact bytes with the
-printed `@reproduce_failure` blob).
+printed `@reproduce_failure` blob). K6K8S_SOAK_EXAMPLES sets how many schedules run in all (500
+by default, as in CI, derandomized); K6K8S_SOAK_SHARD seeds one soak shard (tests/e2e/soak.py).
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import signal
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from tests.emulator.model import Hook, Model
+from tests.emulator.model import K6, CharmUnderTest, Hook, Model
+from tests.support import task_charm
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN_BIN = ROOT / "tests" / "emulator" / "standin-bin"
 UPDATE_STATUS = 5.0  # seconds of charm clock per update-status tick
 ARM_TIMEOUT = 5
+ITEMS = 10  # the stand-in charm's task: items split across the units' shares
 EXAMPLES = int(os.environ.get("K6K8S_SOAK_EXAMPLES", "500"))
 # A soak shard explores its own seeded part of the space (tests/e2e/soak.py); CI is derandomized.
 SHARD = os.environ.get("K6K8S_SOAK_SHARD")
+CLOCK_FILE = ".clock-offset-ns"  # the instant workload's view of the emulated clock offset
 
 pytestmark = pytest.mark.timeout(0)
+
+TASK = task_charm.load()
+TASK_CHARM = CharmUnderTest(
+    TASK.TaskCharm,
+    task_charm.ROOT,
+    "task",
+    TASK.PEER,
+    TASK.CONTAINER,
+    TASK.WORKDIR,
+    TASK.PORT,
+    TASK,
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How one kind of schedule deploys: the charm, its config, its release mechanism."""
+
+    charm: CharmUnderTest
+    config: dict[str, Any]
+    instant: bool = False
+    items: int | None = None  # the task's items, checked in a passed run's aggregate
+    k6_path: str = ""
+
+
+SETUPS = {
+    "api": Setup(
+        TASK_CHARM, {"release": "api", "arm-timeout": ARM_TIMEOUT, "items": ITEMS}, items=ITEMS
+    ),
+    "instant": Setup(
+        TASK_CHARM,
+        {"release": "instant", "arm-timeout": ARM_TIMEOUT, "items": ITEMS},
+        instant=True,
+        items=ITEMS,
+    ),
+    "k6": Setup(
+        K6,
+        {"load-test": "export default function () {}", "arm-timeout": ARM_TIMEOUT},
+        k6_path=str(STANDIN_BIN),
+    ),
+}
+
+
+def examples_for(charm: str, total: int = EXAMPLES) -> int:
+    """This charm's share: 3/5 api, 1/5 instant, the rest k6 (of 500: 300, 100, 100)."""
+    api, instant = total * 3 // 5, total // 5
+    return {"api": api, "instant": instant, "k6": total - api - instant}[charm]
 
 
 # ------------------------------------------------------------------ schedules
@@ -52,6 +128,7 @@ class Schedule:
     seed: int
     faults: tuple[UnitFaults, ...]
     ops: tuple[tuple, ...]
+    charm: str = "k6"  # a key of SETUPS (schedules printed before the split ran the k6 charm)
 
 
 unit_faults = st.builds(
@@ -75,7 +152,7 @@ ops = st.one_of(
 
 
 @st.composite
-def schedules(draw) -> Schedule:
+def schedules(draw, charm: str) -> Schedule:
     units = draw(st.integers(1, 3))
     faults = tuple(draw(st.lists(unit_faults, min_size=units + 1, max_size=units + 1)))
     return Schedule(
@@ -83,6 +160,7 @@ def schedules(draw) -> Schedule:
         seed=draw(st.integers(0, 2**16)),
         faults=faults,
         ops=tuple(draw(st.lists(ops, min_size=1, max_size=8))),
+        charm=charm,
     )
 
 
@@ -113,21 +191,34 @@ def parse_schedule(text: str) -> Schedule:
         raise ValueError(f"not a printed schedule: {e}") from e
     if not isinstance(schedule, Schedule):
         raise ValueError("not a printed schedule: expected Schedule(...)")
+    if schedule.charm not in SETUPS:
+        raise ValueError(f"not a printed schedule: charm must be one of {sorted(SETUPS)}")
     return schedule
 
 
 # ------------------------------------------------------------------ invariants
 
 
+def _sent(run: dict[str, Any]) -> bool:
+    """A release went out for this run: a resume request written, or a start instant set."""
+    return run.get("start_at") is not None or any(
+        times and times[0] is not None for times in (run.get("released") or {}).values()
+    )
+
+
 @dataclass
 class Checker:
     """Checks the protocol's invariants after every hook the model runs."""
 
+    instant: bool = False
+    items: int | None = None
     violations: list[str] = field(default_factory=list)
     active: dict | None = None
-    busy_at: dict[tuple[str, str], float] = field(default_factory=dict)
-    ended: dict[str, dict] = field(default_factory=dict)
+    last_id: str | None = None
+    ended: dict[str, dict] = field(default_factory=dict)  # run id -> its last-run record
     started: list[str] = field(default_factory=list)
+    start_at: dict[str, float] = field(default_factory=dict)  # run id -> its start instant
+    scheduled_at: dict[str, float] = field(default_factory=dict)  # charm clock, end of that hook
 
     def fail(self, text: str) -> None:
         self.violations.append(text)
@@ -135,67 +226,105 @@ class Checker:
     def __call__(self, hook: Hook, model: Model) -> None:
         if hook.error:
             self.fail(f"hook crashed: {hook.unit} {hook.event}: {hook.error}")
-        for unit in model.units.values():
-            data = model.unit_view(unit.index)
-            if data.get("status") == "busy":
-                # the start of the hook that armed it: a leader arms and resumes in one hook
-                self.busy_at.setdefault((unit.name, data["run_id"]), hook.started)
-        run = model.app.get("run")
+        app = model.app
+        run = app.get("run")
+        last = app.get("last_run")
+        last_id = last.get("run_id") if last else None
         if run and hook.event == "update_status" and hook.unit == model.leader_unit.name:
             self._check_deadlines(hook, model, run)
         before = self.active
         if before and run and before["run_id"] != run["run_id"]:
             self.fail(f"(e) run {run['run_id']} replaced active run {before['run_id']}")
-        if before and run and before["phase"] == "arming" and run["phase"] == "running":
-            self._check_resume(model, run)
-        if before and not run:
-            self._check_ended(model, before)
-        if run and not before:
+        if (
+            run
+            and _sent(run)
+            and not (before and before["run_id"] == run["run_id"] and _sent(before))
+        ):
+            self._check_release(hook, model, run)
+        if last_id is not None and last_id != self.last_id:
+            known = before if before and before["run_id"] == last_id else None
+            if known is None:
+                self.started.append(last_id)  # started and ended within this hook
+            self._check_ended(hook, model, known, last)
+        if before and not run and last_id != before["run_id"]:
+            self.fail(f"(d) run {before['run_id']} cleared without its last-run record: {last}")
+        if run and not (before and before["run_id"] == run["run_id"]):
             self.started.append(run["run_id"])
-        self.active = run
+        self.active, self.last_id = run, last_id
 
     def _check_deadlines(self, hook: Hook, model: Model, run: dict) -> None:
         """(b) the leader's first update-status past a deadline acts on it.
 
-        Past the arm deadline the run leaves `arming` (resumed or aborted); past the stop
+        Past the arm deadline the run leaves `arming` (released or aborted); past the stop
         deadline a stopping run ends, recording whoever never reported as lost.
         """
         now = hook.started + model.clock_offset  # the charm's clock when the hook began
         late = f"after the leader's update-status at {now:.1f}"
         if run["phase"] == "arming" and now > run["deadline"]:
-            self.fail(f"(b) run {run['run_id']} still arming {late}, deadline {run['deadline']}")
+            units = {u.name: model.unit_view(u.index) for u in model.units.values()}
+            self.fail(
+                f"(b) run {run['run_id']} still arming {late}, deadline {run['deadline']:.1f}; "
+                f"units {units}"
+            )
         stop = run.get("stop_deadline")
         if run["phase"] == "stopping" and stop is not None and now > stop:
             self.fail(f"(b) run {run['run_id']} still stopping {late}, stop deadline {stop}")
 
-    def _check_resume(self, model: Model, run: dict) -> None:
-        """(a) every participant was armed for this run when the leader resumed."""
+    def _check_release(self, hook: Hook, model: Model, run: dict) -> None:
+        """(a) in the databags: every participant was armed when the release was recorded.
+
+        Armed: busy for the run; with ApiRelease also pending (still initializing when it last
+        looked), which the leader releases once its probe finds it ready (checked physically
+        by `_check_resume_times`).
+        """
+        run_id = run["run_id"]
+        armed = ("busy",) if self.instant else ("busy", "pending")
         for name in run["participants"]:
             data = model.unit_view(name) if _present(model, name) else {}
-            if not (data.get("status") == "busy" and data.get("run_id") == run["run_id"]):
-                self.fail(f"(a) resumed run {run['run_id']} while {name} was {data}")
+            if not (data.get("status") in armed and data.get("run_id") == run_id):
+                self.fail(f"(a) released run {run_id} while {name} was {data or 'gone'}")
+        if run.get("start_at") is not None:
+            self.start_at[run_id] = run["start_at"]
+            self.scheduled_at[run_id] = hook.started + hook.duration + model.clock_offset
 
-    def _check_ended(self, model: Model, run: dict) -> None:
-        """(d) the last run record matches the units' reports; (b) deadline kept."""
-        last = model.app.get("last_run") or {}
-        run_id = run["run_id"]
-        if last.get("run_id") != run_id:
-            self.fail(f"(d) run {run_id} cleared without its last-run record: {last}")
-            return
-        now = time.time() + model.clock_offset
+    def _check_ended(self, hook: Hook, model: Model, run: dict | None, last: dict) -> None:
+        """(d) the last-run record matches the units' reports; (b) the arm deadline kept."""
+        run_id = last["run_id"]
+        now = hook.started + hook.duration + model.clock_offset
         self.ended[run_id] = {"at": now, **last}
-        if "not armed within" in last["reason"] and now > run["deadline"] + UPDATE_STATUS + 15:
-            self.fail(f"(b) run {run_id} aborted at {now}, deadline {run['deadline']}")
-        codes = {u: r["exit_code"] for u, r in last["units"].items()}
-        if last["outcome"] == "passed" and (set(codes.values()) != {0} or last["reason"]):
-            self.fail(f"(d) run {run_id} passed with exit codes {codes}: {last['reason']}")
-        for name in run["participants"]:
+        participants = list(run["participants"]) if run else list(last["units"])
+        if set(last["units"]) != set(participants):
+            self.fail(f"(d) run {run_id} recorded units {sorted(last['units'])}, {participants}")
+        if run and "not armed within" in last["reason"]:
+            if now > run["deadline"] + UPDATE_STATUS + 15:
+                self.fail(f"(b) run {run_id} aborted at {now}, deadline {run['deadline']}")
+            if now < run["deadline"]:
+                self.fail(f"(b) run {run_id} aborted at {now}, before deadline {run['deadline']}")
+        units = last["units"]
+        codes = {u: line["exit_code"] for u, line in units.items()}
+        outcome, reason = last["outcome"], last["reason"]
+        if outcome not in ("passed", "failed", "stopped") or (outcome == "passed") == bool(reason):
+            self.fail(f"(d) run {run_id} ended {outcome!r} with reason {reason!r}")
+        if (outcome == "stopped") != (reason == "stopped by user"):
+            self.fail(f"(d) run {run_id} ended {outcome!r} with reason {reason!r}")
+        if outcome == "passed":
+            flawed = {u: line for u, line in units.items() if line["error"] or line["lost"]}
+            if set(codes.values()) != {0} or flawed or last.get("failures"):
+                self.fail(f"(d) run {run_id} passed with exit codes {codes}, flawed {flawed}")
+            done = (last.get("aggregate") or {}).get("items")
+            if self.items is not None and done != self.items:
+                self.fail(f"(d) run {run_id} passed with {done} of {self.items} items done")
+        for name in participants:
             if not _present(model, name):
                 continue
             data = model.unit_view(name)
-            if data.get("run_id") == run_id and data.get("exit_code") != codes.get(name):
-                self.fail(f"(d) {name} reported {data.get('exit_code')}, record {codes}")
-            if last["outcome"] == "passed" and data.get("run_id") != run_id:
+            line = units.get(name) or {}
+            if data.get("run_id") == run_id and (
+                data.get("exit_code") != line.get("exit_code")
+                or data.get("error", "") != line.get("error", "")
+            ):
+                self.fail(f"(d) {name} reported {data}, record {line}")
+            if outcome == "passed" and data.get("run_id") != run_id:
                 self.fail(f"(d) run {run_id} passed without a report from {name}")
 
 
@@ -207,13 +336,30 @@ def _present(model: Model, name: str) -> bool:
 
 
 def _configure_faults(model: Model, schedule: Schedule, log_dir: Path) -> None:
+    """Each unit's faults (its index's, the last for added units), for both kinds of workload."""
     for unit in model.units.values():
         faults = schedule.faults[min(unit.index, len(schedule.faults) - 1)]
         env = unit.supervisor.extra_env
-        env["K6_STANDIN_EXIT"] = str(faults.exit_code)
-        env["K6_STANDIN_DIE_BEFORE_ARM"] = "1" if faults.die_before_arm else ""
-        env["K6_STANDIN_INIT_SECONDS"] = "0.3" if faults.slow_init else "0"
-        env["K6_STANDIN_LOG"] = str(log_dir / f"{unit.name.replace('/', '-')}.resume")
+        for prefix in ("K6_STANDIN", "TASK_STANDIN"):
+            env[f"{prefix}_EXIT"] = str(faults.exit_code)
+            env[f"{prefix}_DIE_BEFORE_ARM"] = "1" if faults.die_before_arm else ""
+            env[f"{prefix}_INIT_SECONDS"] = "0.3" if faults.slow_init else "0"
+        env["K6_STANDIN_LOG"] = str(log_dir / f"{unit.index}.resume")
+        env["K6_STANDIN_ARMED_LOG"] = str(log_dir / f"{unit.index}.armed")
+
+
+def _publish_clock(model: Model) -> None:
+    """The emulated clock offset, for workloads that read the time themselves (instant)."""
+    text = str(round(model.clock_offset * 1e9))
+    for unit in model.units.values():
+        tmp = unit.workdir / f"{CLOCK_FILE}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, unit.workdir / CLOCK_FILE)
+
+
+def _tick(model: Model) -> None:
+    model.tick(UPDATE_STATUS)
+    _publish_clock(model)
 
 
 def _apply(model: Model, op: tuple, checker: Checker, log_dir: Path, schedule: Schedule) -> None:
@@ -227,7 +373,7 @@ def _apply(model: Model, op: tuple, checker: Checker, log_dir: Path, schedule: S
     elif kind == "stop":
         model.action(model.leader, "stop")
     elif kind == "tick":
-        model.tick(UPDATE_STATUS)
+        _tick(model)
     elif kind == "hooks":
         model.run_hooks(op[1])
     elif kind == "elect":
@@ -238,9 +384,9 @@ def _apply(model: Model, op: tuple, checker: Checker, log_dir: Path, schedule: S
         if index == model.leader:
             model.elect(sorted(model.units)[0])
     elif kind == "add" and len(units) < 4:
-        unit = model.add_unit()
+        model.add_unit()
         _configure_faults(model, schedule, log_dir)
-        del unit
+        _publish_clock(model)
     elif kind == "kill":
         unit = model.units[units[op[1] % len(units)]]
         for service in unit.supervisor.services.values():
@@ -263,7 +409,7 @@ def _finish(model: Model, checker: Checker, wall_limit: float = 60.0) -> None:
         if model.app.get("run") is None and not model.k6_running():
             return
         time.sleep(0.1)
-        model.tick(UPDATE_STATUS)
+        _tick(model)
     logs = {
         u.name: [(p.name, p.read_text()[-300:]) for p in u.supervisor.log_dir.glob("*.log")]
         for u in model.units.values()
@@ -271,48 +417,104 @@ def _finish(model: Model, checker: Checker, wall_limit: float = 60.0) -> None:
     checker.fail(f"(b) run never ended: {model.app.get('run')}; service logs {logs}")
 
 
-def _check_resume_times(checker: Checker, log_dir: Path) -> None:
-    """(a), physically: every resume a k6 received came after all its run's units were busy."""
+def _log_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _check_resume_times(checker: Checker, log_dir: Path, app: str) -> None:
+    """(a), physically (ApiRelease): the stand-ins' own logs of when they were armed (paused
+    before the run) and when each resume arrived.
+
+    Every resume a stand-in received is one the run's record shows as sent to it, at most one
+    per unit and run, and arrived after every participant's stand-in was armed for that run.
+    """
+    armed: dict[tuple[str, str], float] = {}
+    for path in log_dir.glob("*.armed"):
+        unit = f"{app}/{path.stem}"
+        for event in _log_events(path):
+            armed.setdefault((unit, event["run_id"]), event["epoch_ns"] / 1e9)
+    first: dict[str, float] = {}
+    count: Counter[tuple[str, str]] = Counter()
     for path in log_dir.glob("*.resume"):
-        unit = path.stem.replace("-", "/")
-        arrivals = [json.loads(line)["epoch_ns"] / 1e9 for line in path.read_text().splitlines()]
-        runs = [
-            (run_id, last)
-            for run_id, last in checker.ended.items()
-            if (last["units"].get(unit) or {}).get("resume")
-        ]
-        if len(arrivals) > len(runs):
-            checker.fail(f"(a) {unit} got {len(arrivals)} resumes for {len(runs)} resumed runs")
-        for arrived in arrivals:
-            armed_before = any(
-                all(
-                    checker.busy_at.get((p, run_id), float("inf")) <= arrived
-                    for p in last["units"]
+        unit = f"{app}/{path.stem}"
+        for event in _log_events(path):
+            run_id, arrived = event["run_id"], event["epoch_ns"] / 1e9
+            count[unit, run_id] += 1
+            first[run_id] = min(first.get(run_id, math.inf), arrived)
+            line = (checker.ended.get(run_id, {}).get("units") or {}).get(unit) or {}
+            if not (line.get("released") or [None])[0]:
+                checker.fail(f"(a) {unit} got a resume for run {run_id!r} not sent to it: {line}")
+    for (unit, run_id), n in count.items():
+        if n > 1:
+            checker.fail(f"(a) {unit} got {n} resumes for run {run_id}")
+    for run_id, arrived in first.items():
+        for unit in (checker.ended.get(run_id) or {}).get("units") or {}:
+            at = armed.get((unit, run_id))
+            if at is None or at > arrived:
+                when = "never" if at is None else f"only at {at:.6f}"
+                checker.fail(
+                    f"(a) run {run_id} released at {arrived:.6f} (first resume received) but "
+                    f"{unit} was armed {when}"
                 )
-                for run_id, last in runs
-            )
-            if not armed_before:
-                checker.fail(f"(a) {unit} resumed at {arrived} before its run was fully armed")
+
+
+def _check_start_times(checker: Checker, model: Model) -> None:
+    """(a), physically (InstantRelease): the instant workloads' own logs of ready and start.
+
+    Every start belongs to a run with a start instant, at most one per unit and run, not before
+    that instant; every participant's workload was ready before the instant was written.
+    """
+    ready: dict[tuple[str, str], int] = {}
+    starts: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for unit in [*model.units.values(), *model.departed]:
+        path = unit.workdir / "events.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        for line in lines:
+            run_id, event, ns = line.split()
+            if event == "ready":
+                ready.setdefault((unit.name, run_id), int(ns))
+            else:
+                starts[unit.name, run_id].append(int(ns))
+    for (unit, run_id), times in starts.items():
+        start_at = checker.start_at.get(run_id)
+        if start_at is None:
+            checker.fail(f"(a) {unit} started run {run_id}, which had no start instant")
+            continue
+        if len(times) > 1:
+            checker.fail(f"(a) {unit} started run {run_id} {len(times)} times")
+        if min(times) < start_at * 1e9 - 1000:  # 1 µs: float rounding of the instant
+            checker.fail(f"(a) {unit} started run {run_id} at {min(times)}, instant {start_at}")
+    for run_id, written in checker.scheduled_at.items():
+        for unit in (checker.ended.get(run_id) or {}).get("units") or {}:
+            at = ready.get((unit, run_id))
+            if at is None or at > written * 1e9:
+                when = "never" if at is None else f"only at {at / 1e9:.6f}"
+                checker.fail(
+                    f"(a) run {run_id} scheduled at {written:.6f} but {unit} was ready {when}"
+                )
 
 
 def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
-    checker = Checker()
+    setup = SETUPS[schedule.charm]
+    checker = Checker(instant=setup.instant, items=setup.items)
     log_dir = tmp / f"log-{time.monotonic_ns()}"
     log_dir.mkdir()
     model = Model(
         schedule.units,
-        {"load-test": "export default function () {}", "arm-timeout": ARM_TIMEOUT},
+        setup.config,
         seed=schedule.seed,
         shuffle=True,
         update_status_interval=None,
         okay_delay=0.05,
-        k6_path=str(STANDIN_BIN),
+        k6_path=setup.k6_path,
         extra_env={
             "PYTHONPATH": str(ROOT),
             "K6_STANDIN_RUN_SECONDS": "0.1",
             "K6_STANDIN_MAX_SECONDS": "60",
+            "TASK_STANDIN_RUN_SECONDS": "0.1",
         },
         on_hook=checker,
+        charm=setup.charm,
     )
     try:
         _configure_faults(model, schedule, log_dir)
@@ -321,13 +523,16 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
             _apply(model, op, checker, log_dir, schedule)
             model.run_hooks(model.rng.randint(0, 6))
         _finish(model, checker)
-        # (c) after the run ends: nobody busy, no k6 running
-        busy = {u.name: model.unit_view(u.index).get("status") for u in model.units.values()}
-        if any(s in ("busy", "arming") for s in busy.values()):
-            checker.fail(f"(c) units left busy: {busy}")
+        # (c) after the run ends: nobody busy or pending, no workload running
+        states = {u.name: model.unit_view(u.index).get("status") for u in model.units.values()}
+        if any(s in ("busy", "pending") for s in states.values()):
+            checker.fail(f"(c) units left busy or pending: {states}")
         if model.k6_running():
-            checker.fail(f"(c) k6 still running on {model.k6_running()}")
-        _check_resume_times(checker, log_dir)
+            checker.fail(f"(c) workload still running on {model.k6_running()}")
+        if setup.instant:
+            _check_start_times(checker, model)
+        else:
+            _check_resume_times(checker, log_dir, setup.charm.app)
     finally:
         left = model.close()
         if left:
@@ -335,7 +540,7 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
     return checker
 
 
-SCHEDULES_RUN: list[int] = []  # the seed of every schedule the property test ran
+SCHEDULES_RUN: Counter[str] = Counter()  # schedules the property tests ran, by charm
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -343,32 +548,61 @@ def every_schedule_ran(request):
     """The promise of CI and the soak: EXAMPLES schedules really ran, not fewer."""
     yield
     if SCHEDULES_RUN and not request.session.testsfailed:
-        assert len(SCHEDULES_RUN) >= EXAMPLES, f"{len(SCHEDULES_RUN)} of {EXAMPLES} ran"
-        print(f"\n{len(SCHEDULES_RUN)} schedules ran (K6K8S_SOAK_EXAMPLES={EXAMPLES})")
+        for charm in SCHEDULES_RUN:
+            wanted = examples_for(charm)
+            assert SCHEDULES_RUN[charm] >= wanted, f"{charm}: {SCHEDULES_RUN[charm]} of {wanted}"
+        ran = ", ".join(f"{n} {charm}" for charm, n in sorted(SCHEDULES_RUN.items()))
+        print(f"\n{sum(SCHEDULES_RUN.values())} schedules ran ({ran}; EXAMPLES={EXAMPLES})")
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=SHARD is None,
-    suppress_health_check=list(HealthCheck),
-    print_blob=True,
-)
-@given(schedule=schedules())
-@hypothesis_seed(int(SHARD or 0))
-def test_every_schedule_keeps_the_invariants(schedule: Schedule, tmp_path_factory) -> None:
-    SCHEDULES_RUN.append(schedule.seed)
+def _explore(schedule: Schedule, tmp_path_factory) -> None:
+    SCHEDULES_RUN[schedule.charm] += 1
     checker = run_schedule(schedule, tmp_path_factory.mktemp("schedule"))
 
     assert checker.violations == [], f"seed {schedule.seed}: {checker.violations}"
 
 
-def test_a_printed_schedule_parses_back_and_replays(tmp_path):
+def _settings(charm: str):
+    return settings(
+        max_examples=max(1, examples_for(charm)),
+        deadline=None,
+        derandomize=SHARD is None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+
+
+@_settings("api")
+@given(schedule=schedules("api"))
+@hypothesis_seed(int(SHARD or 0) * 3)
+def test_library_api_release_keeps_the_invariants(schedule: Schedule, tmp_path_factory) -> None:
+    _explore(schedule, tmp_path_factory)
+
+
+@_settings("instant")
+@given(schedule=schedules("instant"))
+@hypothesis_seed(int(SHARD or 0) * 3 + 1)
+def test_library_instant_release_keeps_the_invariants(
+    schedule: Schedule, tmp_path_factory
+) -> None:
+    _explore(schedule, tmp_path_factory)
+
+
+@_settings("k6")
+@given(schedule=schedules("k6"))
+@hypothesis_seed(int(SHARD or 0) * 3 + 2)
+def test_k6_charm_keeps_the_invariants(schedule: Schedule, tmp_path_factory) -> None:
+    _explore(schedule, tmp_path_factory)
+
+
+@pytest.mark.parametrize("charm", sorted(SETUPS))
+def test_a_printed_schedule_parses_back_and_replays(charm, tmp_path):
     schedule = Schedule(
         units=2,
         seed=7,
         faults=(UnitFaults(), UnitFaults(exit_code=99), UnitFaults()),
         ops=(("start",), ("hooks", 3), ("kill", 1), ("stop",)),
+        charm=charm,
     )
 
     replayed = parse_schedule(f"schedule={schedule!r},")
@@ -379,6 +613,12 @@ def test_a_printed_schedule_parses_back_and_replays(tmp_path):
     assert checker.started and set(checker.started) == set(checker.ended)
 
 
+def test_a_schedule_printed_before_the_split_replays_on_the_k6_charm():
+    text = "Schedule(units=1, seed=0, faults=(UnitFaults(),), ops=(('start',),))"
+
+    assert parse_schedule(text).charm == "k6"
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -387,6 +627,7 @@ def test_a_printed_schedule_parses_back_and_replays(tmp_path):
         "UnitFaults()",
         "Schedule(units=1",
         "Schedule(1, 2, (), ())",
+        "Schedule(units=1, seed=0, faults=(), ops=(), charm='nope')",
     ],
 )
 def test_anything_but_a_printed_schedule_is_refused(text):
