@@ -60,7 +60,7 @@ NOTICE_KEY = "task-standin.example/done"
 WORKDIR = "/var/lib/task-standin"
 PORT = 6570  # the k6 stand-in's REST API (not k6's 6565: this charm is not k6)
 LEAD_SECONDS = 0.3  # InstantRelease: the start instant is this far after the last unit armed
-ARM_WAIT_SECONDS = 0.5  # how long `arm` waits for the workload to be ready
+ARM_WAIT_SECONDS = 0.2  # how long `arm` waits for the workload to be ready
 READY_WAIT_SECONDS = 0.05  # how long a later look waits
 POLL_SECONDS = 0.02
 
