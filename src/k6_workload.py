@@ -96,9 +96,9 @@ class RunCommand:
         return done_notice_command(shlex.join(self.k6_argv()), NOTICE_KEY, self.run_id)
 
 
-def layer(command: str, environment: Mapping[str, str] | None = None) -> dict:
+def layer(command: str, environment: Mapping[str, str] | None = None) -> pebble.LayerDict:
     """The Pebble layer for a one-shot k6 service (never restarted when it exits)."""
-    service: dict = {
+    service: pebble.ServiceDict = {
         "override": "replace",
         "summary": "k6 load test (one run)",
         "command": command,
