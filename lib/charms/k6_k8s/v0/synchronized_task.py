@@ -10,32 +10,42 @@ participant has reported, the leader aggregates the results into the last-run re
 clears the run. Deadlines, faults, departures, leadership changes and a user's stop end the run
 instead of hanging it: every decision comes out of one pure state machine, `decide`.
 
-A complete charm (metadata: a `peers: {tasks: {interface: …}}` endpoint and a container
-`worker` whose image has `/bin/sh`; actions: `eat`):
+A complete charm (metadata: a peer endpoint `tasks`, a container `worker` whose image has
+`/bin/sh`, GNU date and awk; an action `eat` with an integer parameter `coconuts`); the same
+charm, with tests, is examples/coconut/ in this library's repository:
 
 ```python
+import shlex
 import ops
 from charms.k6_k8s.v0.synchronized_task import (
-    InstantRelease, Share, SynchronizedTask, TaskRefused, Workload, done_notice_command)
+    InstantRelease, SynchronizedTask, TaskRefused, Workload, done_notice_command)
 
 NOTICE = "coconuts.example/done"
+
+def eat_line(first: int, stop: int) -> str:
+    # wait for the start file, sleep until the instant in it, eat (a line per coconut)
+    delay = "BEGIN { d = at - now; print (d > 0 ? d : 0) }"
+    return (f"until [ -s at ]; do sleep 0.01; done; "
+            f"sleep $(awk -v at=$(cat at) -v now=$(date +%s.%N) '{delay}'); "
+            f"i={first}; while [ $i -lt {stop} ]; do echo $i >> eaten; i=$((i + 1)); done")
 
 class Eater(Workload):
     def __init__(self, container: ops.Container):
         self.container = container
 
-    def arm(self, run, payload, share: Share) -> bool:
-        mine = share.split(payload["coconuts"])     # this unit's part of the whole
-        line = f'until [ -s at ]; do sleep 0.01; done; eat {mine}'   # wait for the instant
+    def arm(self, run, payload, share, address) -> bool:
+        mine = share.items(payload["coconuts"])      # this unit's part of the whole
+        line = eat_line(mine.start, mine.stop)
+        command = done_notice_command(shlex.join(["sh", "-c", line]), NOTICE, run.run_id)
         self.container.add_layer("eat", {"services": {"eat": {
-            "override": "replace", "command": done_notice_command(line, NOTICE, run.run_id),
-            "on-success": "ignore", "on-failure": "ignore", "working-dir": "/work"}}},
-            combine=True)
+            "override": "replace", "command": command, "working-dir": "/work",
+            "on-success": "ignore", "on-failure": "ignore"}}}, combine=True)
+        self.container.make_dir("/work", make_parents=True)
         self.container.restart("eat")
-        return True                                 # armed: waiting for the start file
+        return True                                  # armed: waiting for its start file
 
     def release_at(self, run, instant: float) -> None:
-        self.container.push("/work/at", str(instant), make_dirs=True)
+        self.container.push("/work/at", str(instant))
 
     def running(self) -> bool:
         return self.container.get_service("eat").is_running()
@@ -46,10 +56,9 @@ class Eater(Workload):
 class CoconutCharm(ops.CharmBase):
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
-        worker = self.unit.get_container("worker")
         self.task = SynchronizedTask(
-            self, "tasks", Eater(worker), container="worker", notice_key=NOTICE,
-            release=InstantRelease(lead=2.0))
+            self, "tasks", Eater(self.unit.get_container("worker")), container="worker",
+            notice_key=NOTICE, release=InstantRelease(lead=2.0))
         framework.observe(self.on.eat_action, self._on_eat)
 
     def _on_eat(self, event: ops.ActionEvent):
@@ -59,6 +68,9 @@ class CoconutCharm(ops.CharmBase):
             event.fail(str(e))
         else:
             event.set_results({"run-id": run.run_id})
+
+if __name__ == "__main__":
+    ops.main(CoconutCharm)
 ```
 
 The library then observes the peer relation, leader-elected, update-status, the container's
@@ -67,11 +79,13 @@ custom notices and the unit's stop, keeps the unit and application statuses, and
 
 API:
 - `SynchronizedTask(charm, relation_name, workload, *, container, notice_key, release,
-  aggregate=None)`: `start(payload, *, info=None, arm_timeout=120, expected_s=None) -> Run`
-  (leader only; raises `TaskRefused` with a message for the user); `stop() -> Run | None`.
-- `Workload`: the charm's side. `arm(run, payload, share) -> bool` (start this unit's share,
-  paused; True once ready to go, False while it initializes; raise `ArmFailed` when it cannot
-  start), `ready(run, share) -> bool` (look again), `running()`, `halt()`,
+  aggregate=None, clock=time.time)`: `start(payload, *, info=None, arm_timeout=120,
+  expected_s=None) -> Run` (leader only; raises `TaskRefused` with a message for the user);
+  `stop() -> Run | None`; `run`, `last_run`, `reports()`.
+- `Workload`: the charm's side. `arm(run, payload, share, address) -> bool` (start this unit's
+  share, waiting to be released, an API listening on `address`, the unit's own address; True
+  once ready to go, False while it initializes; raise `ArmFailed` when it cannot start),
+  `ready(run, address) -> bool` (look again), `running()`, `halt()`,
   `result(run) -> dict | None` (this unit's result once it ended), and, by release mechanism,
   `release_request(endpoint) -> bytes` and optionally `probe`/`stop_remote` (`ApiRelease`) or
   `release_at(run, instant)` (`InstantRelease`).
