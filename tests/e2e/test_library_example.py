@@ -7,10 +7,10 @@ import re
 import sys
 from pathlib import Path
 
+import charms.k6_k8s.v0.synchronized_task as library
 import pytest
 import yaml
 
-import charms.k6_k8s.v0.synchronized_task as library
 from tests.emulator.model import CharmUnderTest, Model
 
 pytestmark = pytest.mark.timeout(90)
