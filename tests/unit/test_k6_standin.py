@@ -108,7 +108,7 @@ def test_paused_standin_shows_k6_status_document(start_standin):
 def test_resume_runs_then_exits_with_configured_code(start_standin, tmp_path):
     log, summary = tmp_path / "resume.log", tmp_path / "summary.json"
     standin = start_standin(
-        "--summary-export", str(summary), "--tag", "run_id=x", exit="99", run_seconds="0.3",
+        "--summary-export", str(summary), "--tag", "run_id=x", exit="99", run_seconds="2.0",
         log=str(log), iterations="5",
     )  # fmt: skip
     standin.wait_status(4)
@@ -160,20 +160,20 @@ def test_sigterm_exits_105(start_standin):
 
 
 def test_init_shows_status_1_before_status_4(start_standin):
-    standin = start_standin(init_seconds="1.0")
+    standin = start_standin(init_seconds="2.0")
     assert standin.wait_status(1)["paused"] is True
     standin.wait_status(4)
 
 
 def test_resume_during_init_takes_effect_when_init_ends(start_standin):
-    standin = start_standin(init_seconds="0.5", run_seconds="0.1", exit="0")
+    standin = start_standin(init_seconds="2.0", run_seconds="0.1", exit="0")
     standin.wait_status(1)
     assert standin.patch(RESUME).status_code == 200
     assert standin.exit_code() == 0
 
 
 def test_die_before_arm_exits_107_without_status_4(start_standin):
-    standin = start_standin(init_seconds="0.3", die_before_arm="1")
+    standin = start_standin(init_seconds="2.0", die_before_arm="1")
     assert standin.wait_status(1)["status"] == 1
     assert standin.exit_code() == 107
 
