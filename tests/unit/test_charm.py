@@ -508,6 +508,30 @@ def test_arm_that_exits_quickly_reports_k6s_exit_code(tmp_path, monkeypatch):
     )
 
 
+def test_single_unit_start_whose_k6_exits_quickly_fails_the_action_with_the_reason(
+    tmp_path, monkeypatch
+):
+    def exited_quickly(self, *names):
+        err = '- Start service "k6" (service start attempt: exited quickly with code 107)'
+        raise pebble.ChangeError(err, None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("ops.Container.restart", exited_quickly)
+    context = ctx()
+    st = state(tmp_path, peers(others={}))
+
+    with pytest.raises(testing.ActionFailed) as failure:
+        context.run(context.on.action("start"), st)
+
+    assert failure.value.message.endswith(
+        " failed: failed before the start: k6/0 (no exit code: "
+        'Start service "k6" (service start attempt: exited quickly with code 107))'
+    )
+    assert failure.value.state is not None
+    last = app_of(failure.value.state)["last_run"]
+    assert failure.value.message.startswith(f"run {last['run_id']} failed: ")
+    assert (last["outcome"], app_of(failure.value.state)["run"]) == ("failed", None)
+
+
 def test_leader_aborts_when_a_participant_failed_before_the_start(tmp_path, fake_k6):
     context = ctx()
     relation = peers(
