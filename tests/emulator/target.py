@@ -92,6 +92,9 @@ def _handler(recorder: _Recorder) -> type[BaseHTTPRequestHandler]:
             if self.path.startswith("/status/"):
                 with contextlib.suppress(ValueError):
                     code = int(self.path.rsplit("/", 1)[1])
+            if self.path.startswith("/delay/"):  # answer after this many ms (at most 2 s)
+                with contextlib.suppress(ValueError):
+                    time.sleep(min(max(float(self.path.rsplit("/", 1)[1]), 0.0), 2000.0) / 1000)
             self._answer(code, b'{"ok":true}')
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve  # noqa: N815
