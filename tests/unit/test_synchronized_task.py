@@ -1483,7 +1483,22 @@ def test_app_status_of_an_idle_app_names_the_last_outcome_and_headline():
     assert app_status(None, replace(last, headline="12 items"), {}, NOW) == ops.ActiveStatus(
         "idle; last run r1 passed, 12 items"
     )
-    assert app_status(None, failed, {}, NOW) == ops.ActiveStatus("idle; last run r1 failed")
+    assert app_status(None, failed, {}, NOW) == ops.ActiveStatus(
+        "idle; last run r1 failed: lost during the run: app/0, app/1, app/2"
+    )
+    long = replace(failed, reason="x" * 100)
+    assert app_status(None, long, {}, NOW) == ops.ActiveStatus(
+        f"idle; last run r1 failed: {'x' * 79}…"
+    )
+
+
+def test_unit_status_during_a_users_stop_is_not_a_failure():
+    run = replace(make_run(STOPPING), reason=STOPPED_BY_USER)
+    mine = UnitReport(status=IDLE, run_id="r1", exit_code=103)
+
+    status = unit_status(run, mine, "app/0")
+
+    assert status == ops.MaintenanceStatus("stopped: run r1 (the others are stopping)")
 
 
 # ============================================================ fan_out on real sockets
@@ -2539,6 +2554,27 @@ def test_failed_release_aborts_naming_the_unreachable_unit_and_sends_nobody_anyt
     assert out.app_status == testing.MaintenanceStatus("stopping 1/3 units done")
 
 
+@pytest.mark.parametrize("bad", ["", "no-port", "[::1]:70000"])
+def test_a_participant_without_a_usable_endpoint_aborts_the_run_instead_of_crashing(
+    raw_server, bad: str
+):
+    recorder = Recorder()
+    server = raw_server(recorder)
+    ctx = context(FakeWorkload(), ApiRelease(port=server.port))
+    relation = peers(
+        app_bag(scenario_run(ARMING)),
+        mine=at(server.endpoint),
+        others={1: at(server.endpoint), 2: at(bad)},
+    )
+
+    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=2), state(relation))
+
+    run = app_out(out, relation).run
+    assert run is not None and run.phase == STOPPING
+    assert run.reason == f"release failed: app/2: no usable endpoint published ({bad!r})"
+    assert recorder.requests == []
+
+
 def test_leader_probes_an_initializing_participant_and_releases_it_once_ready(release_server):
     server, recorder = release_server
     workload = FakeWorkload(probed=frozenset({"app/1"}))
@@ -2681,7 +2717,10 @@ def test_the_leaders_own_done_notice_finishes_the_run_into_the_last_run_record(
         headline=f"{total} items",
         info={"label": "demo"},
     )
-    assert out.app_status == testing.ActiveStatus(f"idle; last run r1 {outcome}, {total} items")
+    why = f": {reason}" if reason else ""
+    assert out.app_status == testing.ActiveStatus(
+        f"idle; last run r1 {outcome}{why}, {total} items"
+    )
     assert out.unit_status == testing.ActiveStatus("idle")
 
 

@@ -780,6 +780,15 @@ def _split(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _usable(endpoint: str) -> bool:
+    """A host:port that fan_out can connect to (a unit may have published none)."""
+    try:
+        host, port = _split(endpoint)
+    except ValueError:
+        return False
+    return bool(host) and 0 < port < 65536
+
+
 def _addresses(host: str, port: int) -> list[tuple]:
     """Addresses to connect to, as getaddrinfo gives them; an IP address skips the lookup."""
     for family in (socket.AF_INET, socket.AF_INET6):
@@ -1429,6 +1438,15 @@ class SynchronizedTask(ops.Object):
     def _release(self, action: Release, _: Observed) -> None:
         """Release every participant at once through its API; the outcome decides next."""
         assert isinstance(self.release, ApiRelease)
+        unusable = {p: e for p, e in action.endpoints.items() if not _usable(e)}
+        if unusable:  # all or nobody: nothing is sent; the state machine aborts naming them
+            self._released = {
+                p: Outcome(error=f"no usable endpoint published ({unusable[p]!r})")
+                if p in unusable
+                else Outcome(skipped=True)
+                for p in action.endpoints
+            }
+            return
         order = list(action.endpoints)
         requests = [(e, self.workload.release_request(e)) for e in action.endpoints.values()]
         deliveries = fan_out(requests, self.release.timeout, self.release.connect_retries)
@@ -1518,6 +1536,8 @@ def unit_status(run: Run | None, mine: UnitReport, me: str) -> ops.StatusBase:
         phase = run.phase if run and run.run_id == mine.run_id else "ending"
         label = "armed" if phase == ARMING else phase
         return ops.ActiveStatus(f"{label}: run {mine.run_id}")
+    if run and mine.run_id == run.run_id and run.reason == STOPPED_BY_USER:
+        return ops.MaintenanceStatus(f"stopped: run {mine.run_id} (the others are stopping)")
     if run and mine.run_id == run.run_id and (mine.error or mine.exit_code):
         return ops.BlockedStatus(f"run {mine.run_id} failed: {failure_text(me, mine)}")
     return ops.ActiveStatus("idle")
@@ -1531,6 +1551,9 @@ def app_status(
         text = "idle"
         if last is not None:
             text += f"; last run {last.run_id} {last.outcome}"
+            if last.outcome == FAILED and last.reason:
+                reason = last.reason if len(last.reason) <= 80 else last.reason[:79] + "…"
+                text += f": {reason}"
             if last.headline:
                 text += f", {last.headline}"
         return ops.ActiveStatus(text)
