@@ -50,9 +50,7 @@ def test_the_docstring_example_eats_every_coconut_once_across_units(example):
         model.settle(lambda: model.run_ended(run_id), timeout=60)
 
         last = model.app["last_run"]
-        eaten = {
-            u.name: (u.workdir / "eaten").read_text().split() for u in model.units.values()
-        }
+        eaten = {u.name: (u.workdir / "eaten").read_text().split() for u in model.units.values()}
         assert result.ok, result.failure
         assert last["outcome"] == "passed", last["reason"]
         assert sorted(int(i) for lines in eaten.values() for i in lines) == list(range(10))
