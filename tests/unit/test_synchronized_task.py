@@ -14,6 +14,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -2936,3 +2937,29 @@ def test_update_status_halts_a_stray_workload_running_with_no_run():
 
     assert workload.called("halt") == [()]
     assert unit_out(out, relation).status == IDLE
+
+
+# ============================================================ a library with no k6 in it
+
+
+def test_the_library_imports_nothing_of_k6_and_names_k6_only_in_its_own_import_path():
+    code = (
+        "import sys, charms.k6_k8s.v0.synchronized_task; "
+        "print(sorted(m for m in sys.modules if 'k6' in m.lower()))"
+    )
+    lib_dir = Path(lib.__file__).resolve().parents[3]
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(lib_dir), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    assert (
+        out.strip()
+        == "['charms.k6_k8s', 'charms.k6_k8s.v0', 'charms.k6_k8s.v0.synchronized_task']"
+    )
+    text = Path(lib.__file__).read_text().replace("charms.k6_k8s.v0.synchronized_task", "")
+    assert "k6" not in text.lower()

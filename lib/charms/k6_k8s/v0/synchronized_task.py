@@ -757,7 +757,7 @@ def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
     """A Pebble service command: run `shell_line`, then notify `notice_key` with its exit code.
 
     The line runs under `/bin/sh -c`. It must end when Pebble's SIGTERM reaches the process
-    group: one command (whose exit code is then reported, e.g. k6's 105), or several wrapped in
+    group: one command (whose exit code is then reported as is), or several wrapped in
     a child `sh -c '…'` (the trap below would otherwise let a loop carry on after the TERM).
     TERM is trapped by a handler (not ignored, which children
     would inherit) while it runs, so that a Pebble stop still sends the notice; then ignored,
