@@ -111,9 +111,9 @@ def serve(address: str) -> None:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on host right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 class Target:

@@ -25,6 +25,7 @@ import pytest
 from charms.k6_k8s.v0.synchronized_task import fan_out
 
 import k6_client
+from tests.emulator.target import free_port
 
 RESUME_BODY = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
 STOP_BODY = {"data": {"type": "status", "id": "default", "attributes": {"stopped": True}}}
@@ -148,18 +149,6 @@ def fake_api() -> Iterator[Callable[..., FakeApi]]:
             api.server.shutdown()
             api.server.server_close()
             thread.join(timeout=5)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def dead_endpoint() -> str:
-    """A loopback endpoint nothing listens on."""
-    return f"127.0.0.1:{free_port()}"
 
 
 # ------------------------------------------------------------ get_status / wait_ready

@@ -86,6 +86,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ops import testing
 
+from tests.emulator.target import free_port
+
 RUN_ID = "r1"
 OLD_RUN_ID = "r0"
 UNITS = ("app/0", "app/1", "app/2")
@@ -1629,18 +1631,6 @@ class Silent:
     def __call__(self, conn: socket.socket) -> None:
         self.requests.append(read_request(conn))
         self.release.wait(timeout=10)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def dead_endpoint() -> str:
-    """A loopback endpoint nothing listens on."""
-    return f"127.0.0.1:{free_port()}"
 
 
 def _reset(conn: socket.socket) -> None:
