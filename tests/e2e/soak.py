@@ -2,7 +2,10 @@
 
 Each shard is one pytest process over tests/e2e/test_properties.py with its own hypothesis seed
 and its own loopback address range, so N shards explore N different parts of the schedule space
-and together run `--examples` schedules. Exit status: non-zero if any shard failed.
+and together run `--examples` schedules, each shard split like CI's: 3/5 on the library's
+stand-in charm with ApiRelease, 1/5 with InstantRelease, 1/5 on the k6 charm. Exit status:
+non-zero if any shard failed. `--replay 'Schedule(...)'` runs one printed schedule again, on the
+charm it names (`charm='api'`, `'instant'` or `'k6'`; a schedule without one ran the k6 charm).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def replay(text: str) -> int:
     with tempfile.TemporaryDirectory(prefix="k6-replay-") as tmp:
         checker = run_schedule(parse_schedule(text), Path(tmp))
     print(f"runs started {checker.started}, ended {sorted(checker.ended)}")
+    for run_id, last in checker.ended.items():
+        print(f"run {run_id}: {last['outcome']} {last['reason']}".rstrip())
     for violation in checker.violations:
         print(f"VIOLATION {violation}")
     print("replay: " + ("FAILED" if checker.violations else "clean"))
