@@ -739,26 +739,39 @@ HOOKS_READING = """Reading:
   after it, polled every 50 ms through `get_status` (this tiny script is paused within that
   second, so one request finds it ready); every other hook takes milliseconds, most of them the
   emulator's own overhead.
-- Hooks that find nothing to do while a unit's k6 is up cost {nothing} (is my k6 still
-  running?) and no HTTP call. Once a unit has reported its end they cost nothing.
+{nothing}
 - The leader's resume hook makes N resume requests (one per participant, all sent before any
   answer is read); the finishing hook makes no HTTP call: the units' reports are in the databags.
 """
 
 
 def _nothing_to_do(groups: dict[str, list[tuple[int, HookRecord]]]) -> str:
-    """Mean `get_services` calls of the hooks with nothing to do, on other units and the leader."""
-    means = []
-    for role in ("unit", "leader"):
-        records = [r for kind, members in groups.items() if f"nothing to do ({role})" in kind
-                   for _, r in members]  # fmt: skip
-        calls = sum(
-            1 for r in records for c in r.hook.pebble_calls if c.split()[0] == "get_services"
-        )
-        if records:
-            where = "a unit" if role == "unit" else "the leader"
-            means.append(f"{_fmt(round(calls / len(records), 1))} on {where}")
-    return "`get_services` per hook (mean): " + (", ".join(means) or "none measured")
+    """The reading's bullet on hooks with nothing to do: Pebble and HTTP calls, measured."""
+
+    def mean_calls(role: str, live: bool) -> tuple[str, int]:
+        records = [
+            r
+            for kind, members in groups.items()
+            if f"nothing to do ({role})" in kind
+            for _, r in members
+            if (r.status_before in LIVE) == live
+        ]
+        calls = sum(len(r.hook.pebble_calls) for r in records)
+        http = sum(sum(r.http.values()) for r in records)
+        if not records:
+            return "—", 0
+        return _fmt(round(calls / len(records), 1)), http
+
+    unit_live, http_live = mean_calls("unit", True)
+    leader_live, http_leader = mean_calls("leader", True)
+    unit_done, http_done = mean_calls("unit", False)
+    http = http_live + http_leader + http_done
+    return _wrap(
+        f"- Hooks that find nothing to do while the unit's own k6 is up make {unit_live} Pebble "
+        f"call(s) on average on another unit and {leader_live} on the leader (`get_services`: "
+        f"is my k6 still running?); once the unit has reported its end, {unit_done}. HTTP "
+        f"requests in all these hooks: {http}."
+    )
 
 
 def _row_order(kind: str) -> tuple[int, str]:
