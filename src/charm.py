@@ -33,13 +33,14 @@ import k6_client
 import quicktest
 import results
 import sources
-from k6_workload import NOTICE_KEY, K6Workload, Outputs
+from k6_workload import NOTICE_KEY, WORKDIR, K6Workload, Outputs
 
 logger = logging.getLogger(__name__)
 
 PEER = "k6"
 CONTAINER = "k6"
 LEADER_ONLY = "run it on the leader: juju run {app}/leader {action}"
+REPORT_PATH = f"{WORKDIR}/{cos.REPORT_FILE}"  # where each unit's k6 exports its HTML report
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ class K6Charm(ops.CharmBase):
         merged = results.aggregate(summaries, ended - started if started else None, thresholds)
         failures = results.evaluate(merged, thresholds)
         lines = {
-            p: {**results.unit_line(summaries[p]), "report": (r.result or {}).get("report", "")}
+            p: {**results.unit_line(summaries[p]), "report": bool((r.result or {}).get("report"))}
             for p, r in reports.items()
         }
         return Aggregate(
@@ -335,7 +336,7 @@ class K6Charm(ops.CharmBase):
                 "units": {
                     u.replace("/", "-"): {
                         "exit-code": str(line.exit_code),
-                        "report": line.line.get("report") or "-",
+                        "report": REPORT_PATH if line.line.get("report") else "-",
                     }
                     for u, line in last.units.items()
                 },

@@ -947,8 +947,8 @@ def test_results_show_the_last_runs_outcome_per_unit_and_a_table(tmp_path):
         "duration_s": 30.0,
         "spread_ms": 0.25,
         "units": {
-            "k6/0": {"exit_code": 0, "line": {"requests": 10, "report": WORKDIR + "/r.html"}},
-            "k6/1": {"exit_code": 99, "line": {"requests": 12, "report": ""}},
+            "k6/0": {"exit_code": 0, "line": {"requests": 10, "report": True}},
+            "k6/1": {"exit_code": 99, "line": {"requests": 12, "report": False}},
         },
         "aggregate": {},
     }
@@ -963,7 +963,7 @@ def test_results_show_the_last_runs_outcome_per_unit_and_a_table(tmp_path):
     assert results["reason"] == "k6/1 (exit code 99)"
     assert results["spread-ms"] == "0.25"
     assert results["units"] == {
-        "k6-0": {"exit-code": "0", "report": WORKDIR + "/r.html"},
+        "k6-0": {"exit-code": "0", "report": WORKDIR + "/report.html"},
         "k6-1": {"exit-code": "99", "report": "-"},
     }
     table = results["table"].splitlines()

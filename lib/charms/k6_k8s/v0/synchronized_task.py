@@ -221,6 +221,11 @@ class Run:
         return self.start_at
 
 
+def _ms(when: float | None) -> float | None:
+    """An epoch time to the millisecond (the last-run record's per-unit times)."""
+    return None if when is None else round(when, 3)
+
+
 def release_acks(run: Run) -> list[float]:
     """When each participant acknowledged its release (epoch seconds), where it did."""
     return [t[1] for t in run.released.values() if len(t) > 1 and t[1]]
@@ -658,7 +663,7 @@ def last_run_record(
             exit_code=data.exit_code if reported else None,
             error=data.error if reported else "",
             lost=p in lost,
-            released=tuple(run.released.get(p, ())),
+            released=tuple(_ms(t) for t in run.released.get(p, ())),
             late_ms=late,
             line=dict(aggregate.lines.get(p, {})),
         )
