@@ -299,6 +299,14 @@ class UnitLine:
     late_ms: float | None = None  # InstantRelease: how late it learnt the start instant
     line: Mapping[str, Any] = field(default_factory=dict)  # the aggregate callback's
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; `late_ms` only where a start instant was handed over."""
+        data = asdict(self)
+        data["released"] = list(self.released)
+        if self.late_ms is None:
+            del data["late_ms"]
+        return data
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UnitLine:
         """From JSON."""
@@ -338,8 +346,7 @@ class LastRun:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         data = asdict(self)
-        data["units"] = {u: {**asdict(line), "released": list(line.released)}
-                         for u, line in self.units.items()}  # fmt: skip
+        data["units"] = {u: line.to_dict() for u, line in self.units.items()}
         data["failures"] = list(self.failures)
         return data
 
@@ -360,10 +367,10 @@ class AppData:
 
 
 def _encode(value: Any) -> str:
-    """One databag value as JSON (records through their own to_dict)."""
+    """One databag value as compact JSON (records through their own to_dict)."""
     if isinstance(value, Run | LastRun):
         value = value.to_dict()
-    return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))
 
 
 # ------------------------------------------------------------------ decisions
