@@ -2953,3 +2953,21 @@ def test_the_library_imports_nothing_of_k6_and_names_k6_only_in_its_own_import_p
     )
     text = Path(lib.__file__).read_text().replace("charms.k6_k8s.v0.synchronized_task", "")
     assert "k6" not in text.lower()
+
+
+def test_app_databag_writes_records_in_their_compact_form_and_reads_them_back():
+    line = UnitLine(exit_code=0, released=(1.5, 1.75), line={"n": 1})
+    last = LastRun("r1", PASSED, "", 1.0, 1.5, 2.0, 0.5, 0.25, {"app/0": line})
+    data = AppData(run=make_run(RUNNING), payload={"a": 1}, last_run=last)
+
+    bag = lib.app_databag(data)
+
+    assert json.loads(bag["last_run"])["units"]["app/0"] == {
+        "exit_code": 0,
+        "error": "",
+        "lost": False,
+        "released": [1.5, 1.75],
+        "line": {"n": 1},
+    }
+    assert ", " not in bag["last_run"] and ": " not in bag["run"]
+    assert AppData(**{k: json.loads(v) for k, v in bag.items()}) == data
