@@ -49,7 +49,7 @@ SIZES = (1, 10, 100, 300)  # BENCH_DATABAG_SIZES="1,10" overrides (quick checks)
 MERGE_REPETITIONS = 7  # per N, each after a quiet moment; the median is reported
 APP = "k6"
 TARGET_UNIT_BYTES = 8 * 1024  # a unit's databag with four trend metrics
-TARGET_LINE_BYTES = 192  # one short line per unit: exit code, release times, requests, failures, p95
+TARGET_LINE_BYTES = 192  # one short line a unit: exit code, release times, requests, p95
 TARGET_REST_GROWTH_BYTES = 256  # the rest of the record, largest N vs N = 1: wider sums only
 SEED = 20261202
 K6_VUS = 16
