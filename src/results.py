@@ -298,14 +298,20 @@ def _summary_duration(metrics: Mapping[str, object]) -> float | None:
     return None
 
 
+# k6's own HTTP timings, most telling first (server time before connection set-up).
+_HTTP_TIMINGS = ("http_req_waiting", "http_req_receiving", "http_req_sending", "http_req_blocked")
+
+
 def _priority(name: str) -> tuple[int, str]:
-    """Order for metrics beyond the core: the script's own first, then submetrics, then k6's."""
+    """Order for metrics beyond the core: the script's own, k6's HTTP timings, submetrics, k6's."""
     if name in CORE_METRICS:
         return (0, name)
+    if name in _HTTP_TIMINGS:
+        return (2, str(_HTTP_TIMINGS.index(name)))
     if "{" in name:
-        return (2, name)
-    if name in _BUILTIN_METRICS or name.startswith("browser_"):
         return (3, name)
+    if name in _BUILTIN_METRICS or name.startswith("browser_"):
+        return (4, name)
     return (1, name)
 
 

@@ -1444,3 +1444,17 @@ def test_headline_is_the_merged_p95_with_its_bound():
     assert trend["p(95)"] == 25.0
     assert text == f"p95 25.0 ms ({results.rank_text(trend['rank_error']['p(95)'])})"
     assert results.headline({"trends": {}}) == ""
+
+
+def test_compact_keeps_k6s_http_timings_ahead_of_its_other_trends():
+    export = json.loads((DATA / "summary_grid_split_2_units.json").read_text())["k6/0"]
+
+    order = list(results.compact(export)["trends"])
+
+    assert order[:4] == ["http_req_duration", "iteration_duration", "cart_time", "queue_depth"]
+    assert order[4:8] == [
+        "http_req_waiting",
+        "http_req_receiving",
+        "http_req_sending",
+        "http_req_blocked",
+    ]
