@@ -2971,3 +2971,36 @@ def test_app_databag_writes_records_in_their_compact_form_and_reads_them_back():
     }
     assert ", " not in bag["last_run"] and ": " not in bag["run"]
     assert AppData(**{k: json.loads(v) for k, v in bag.items()}) == data
+
+
+# ============================================================ found by the property schedules
+
+
+def test_a_leader_whose_own_workload_stays_initializing_still_aborts_at_the_arm_deadline():
+    # the leader's Recheck finds its workload still not ready; the arm deadline has passed
+    workload = FakeWorkload(ready_later=False)
+    ctx = context(workload, InstantRelease(lead=2.0))
+    run = scenario_run(ARMING, participants=("app/0",), deadline=CLOCK - 1)
+    relation = peers(app_bag(run), mine=at("", status=PENDING))
+
+    out = ctx.run(ctx.on.update_status(), state(relation))
+
+    data = app_out(out, relation)
+    assert workload.called("ready") == [(RUN_ID, ADDRESS)]
+    assert workload.called("halt") == [()]  # the abort stopped it, in the same hook
+    assert data.run is None and data.last_run is not None
+    assert (data.last_run.outcome, data.last_run.reason) == (
+        FAILED,
+        "not armed within the arm-timeout: app/0",
+    )
+
+
+def test_a_participant_released_while_pending_does_not_recheck_once_the_run_runs():
+    run = make_run(RUNNING)
+    mine = UnitReport(status=PENDING, run_id=run.run_id)
+    observed = Observed(me="app/0", is_leader=False, run=run, units={"app/0": mine},
+                        running=True, now=NOW)  # fmt: skip
+
+    assert decide_unit(observed) == []
+    assert unit_status(run, mine, "app/0") == ops.ActiveStatus(f"running: run {run.run_id}")
+    assert decide_unit(replace(observed, run=make_run(ARMING))) == [Recheck(run.run_id)]

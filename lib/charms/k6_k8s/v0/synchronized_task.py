@@ -529,8 +529,8 @@ def decide_unit(o: Observed) -> list[Action]:
         return [Collect(run.run_id, stop=True)]
     if not o.running:
         return [Collect(run.run_id, stop=False)]
-    if mine.status == PENDING:
-        return [Recheck(run.run_id)]
+    if mine.status == PENDING and run.phase == ARMING:
+        return [Recheck(run.run_id)]  # once running, the leader's probe found it ready
     if run.phase == RUNNING and run.start_at is not None and mine.started_at is None:
         return [StartAt(run.run_id, run.start_at)]
     return []
@@ -1287,7 +1287,11 @@ class SynchronizedTask(ops.Object):
         self._released: Mapping[str, Outcome] | None = None
         for _ in range(MAX_STEPS):
             observed = self._observe(check_workload, notice)
-            actions = [a for a in decide(observed) if a not in done]
+            # Each level on its own: a unit decision already carried out in this hook (say a
+            # Recheck that found the workload still initializing) must not hide the leader's.
+            actions = [a for a in decide_unit(observed) if a not in done] or [
+                a for a in decide_leader(observed) if a not in done
+            ]
             if not actions:
                 return
             for action in actions:
@@ -1551,9 +1555,9 @@ class SynchronizedTask(ops.Object):
 
 def unit_status(run: Run | None, mine: UnitReport, me: str) -> ops.StatusBase:
     """A unit's status: its part in the active run, a failure of it, or idle."""
-    if mine.status == PENDING:
+    if mine.status == PENDING and not (run and run.run_id == mine.run_id and run.phase != ARMING):
         return ops.MaintenanceStatus(f"arming run {mine.run_id}")
-    if mine.status == BUSY:
+    if mine.live:
         phase = run.phase if run and run.run_id == mine.run_id else "ending"
         label = "armed" if phase == ARMING else phase
         return ops.ActiveStatus(f"{label}: run {mine.run_id}")
