@@ -12,6 +12,7 @@ import logging
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import ops
@@ -56,7 +57,7 @@ def segment_flags(share: Share) -> list[str]:
         return []
     if not 0 <= share.index < share.count:
         raise ValueError(f"participant index {share.index} outside 0..{share.count - 1}")
-    bounds = [Share(i, share.count).bounds()[0] for i in range(share.count)] + [1]
+    bounds = [Fraction(i, share.count) for i in range(share.count + 1)]
     start, end = share.bounds()
     return [
         "--execution-segment",

@@ -1163,10 +1163,21 @@ class SynchronizedTask(ops.Object):
         assert relation is not None
         relation.data[self.charm.app].update(app_databag(data))
 
+    def _save_run(self, run: Run) -> None:
+        """Write the active run alone (the payload and the last run stay as they are)."""
+        relation = self.relation
+        assert relation is not None
+        relation.data[self.charm.app]["run"] = _encode(run)
+
     def _save_unit(self, report: UnitReport) -> None:
         relation = self.relation
         assert relation is not None
         relation.save(report, self.charm.unit)
+
+    def _own_report(self) -> UnitReport:
+        """This unit's report (without decoding every peer's)."""
+        relation = self.relation
+        return relation.load(UnitReport, self.charm.unit) if relation else UnitReport()
 
     @property
     def run(self) -> Run | None:
@@ -1181,10 +1192,9 @@ class SynchronizedTask(ops.Object):
     def reports(self) -> dict[str, UnitReport]:
         """Every present unit's report, this one's included."""
         relation = self.relation
-        if relation is None:
-            return {self.charm.unit.name: UnitReport()}
-        reports = {self.charm.unit.name: relation.load(UnitReport, self.charm.unit)}
-        reports.update({u.name: relation.load(UnitReport, u) for u in relation.units})
+        reports = {self.charm.unit.name: self._own_report()}
+        if relation is not None:
+            reports.update({u.name: relation.load(UnitReport, u) for u in relation.units})
         return reports
 
     def bind_address(self) -> str:
@@ -1359,7 +1369,7 @@ class SynchronizedTask(ops.Object):
             ready = self.workload.arm(run, payload, share, self.bind_address())
         except ArmFailed as e:
             logger.warning("the workload did not start for run %s: %s", run.run_id, e)
-            self._save_unit(self._ended(report, self._done_notice(run.run_id), str(e)))
+            self._save_unit(self._ended(report, self._done_notice(run.run_id), str(e), run))
             return
         except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
             report.error = f"workload container unreachable: {e}"
@@ -1410,10 +1420,12 @@ class SynchronizedTask(ops.Object):
                 logger.warning("stopping the workload failed: %s", e)
         mine = observed.units.get(self.charm.unit.name, UnitReport())
         notice = action.notice or self._done_notice(action.run_id)
-        self._save_unit(self._ended(mine, notice, ""))
+        self._save_unit(self._ended(mine, notice, "", observed.run))
 
-    def _ended(self, base: UnitReport, notice: Mapping[str, str] | None, error: str) -> UnitReport:
-        """Idle, with the exit code and result of the run that ended."""
+    def _ended(
+        self, base: UnitReport, notice: Mapping[str, str] | None, error: str, run: Run | None
+    ) -> UnitReport:
+        """Idle, with the exit code (and the result, when `run` is this report's) of its end."""
         exit_code = None
         result = None
         if notice is not None:
@@ -1421,7 +1433,6 @@ class SynchronizedTask(ops.Object):
                 exit_code = int(notice.get("exit_code", ""))
             except ValueError:
                 error = error or f"unreadable exit code {notice.get('exit_code')!r}"
-            run = self.run
             if run is not None and run.run_id == base.run_id:
                 result = self._result(run)
         elif not error:
@@ -1481,18 +1492,14 @@ class SynchronizedTask(ops.Object):
         """Every participant starts at the instant: the run is running from now on."""
         run = observed.run
         assert run is not None
-        data = self._app_data()
-        data.run = replace(run, phase=RUNNING, start_at=action.instant)
-        self._save_app(data)
+        self._save_run(replace(run, phase=RUNNING, start_at=action.instant))
         logger.info("run %s starts at %.3f", run.run_id, action.instant)
 
     def _started(self, action: Started, observed: Observed) -> None:
         """The release reached everyone: record when, and the run is running."""
         run = observed.run
         assert run is not None
-        data = self._app_data()
-        data.run = replace(run, phase=RUNNING, released=dict(action.released))
-        self._save_app(data)
+        self._save_run(replace(run, phase=RUNNING, released=dict(action.released)))
         self._released = None
         logger.info("run %s released on %d units", run.run_id, len(run.participants))
 
@@ -1502,9 +1509,7 @@ class SynchronizedTask(ops.Object):
         assert run is not None
         if action.released is not None:
             run = replace(run, released=dict(action.released))
-        data = self._app_data()
-        data.run = stopping(run, action.reason, observed.now)
-        self._save_app(data)
+        self._save_run(stopping(run, action.reason, observed.now))
         self._released = None
         endpoints = [
             observed.units[p].endpoint
@@ -1539,7 +1544,7 @@ class SynchronizedTask(ops.Object):
         if self.relation is None:
             event.add_status(ops.WaitingStatus("waiting for the peer relation"))
             return
-        event.add_status(unit_status(self.run, self.reports()[self.charm.unit.name], self._me))
+        event.add_status(unit_status(self.run, self._own_report(), self.charm.unit.name))
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         """The run's phase and progress, or the last outcome (leader)."""
@@ -1547,10 +1552,6 @@ class SynchronizedTask(ops.Object):
             return
         data = self._app_data()
         event.add_status(app_status(data.run, data.last_run, self.reports(), self.clock()))
-
-    @property
-    def _me(self) -> str:
-        return self.charm.unit.name
 
 
 def unit_status(run: Run | None, mine: UnitReport, me: str) -> ops.StatusBase:
