@@ -26,6 +26,12 @@ SIGNIFICANT_DIGITS = 6
 # Significant digits of a trend's grid values: each moves by at most 5e-5 of itself, far below
 # what merging costs, and 4 trends' grids fit MAX_COMPACT_BYTES (docs/results.md, "Rounding").
 GRID_DIGITS = 5
+# What storing GRID_DIGITS costs the guarantee: every stored value is within this share of itself
+# of k6's exact value (rho / (1 - rho) = 5.00025e-5 for rho = 5e-5, plus k6's last float bit), so
+# the certified rank error of a merged percentile x counts the samples <= x + VALUE_TOLERANCE * |x|
+# and < x - VALUE_TOLERANCE * |x|: a sample closer to x than that may be on the other side
+# (docs/results.md, "What the certificate says").
+VALUE_TOLERANCE = 5.0003e-5
 
 
 def _grid_percents(steps: Sequence[tuple[str, str]]) -> tuple[str, ...]:
@@ -473,7 +479,9 @@ def rank_error(distributions: Sequence[Distribution], x: float, fraction: float)
     """The certified rank error of x as the `fraction` quantile of the union of the units.
 
     With G(x) = share of all samples <= x and G-(x) = share < x, the result e guarantees
-    G(x) >= fraction - e and G-(x) <= fraction + e (docs/results.md, Theorem 1).
+    G(x') >= fraction - e and G-(x'') <= fraction + e (docs/results.md, Theorem 1) for
+    x' = x + VALUE_TOLERANCE * |x| and x'' = x - VALUE_TOLERANCE * |x|; at x itself when the
+    points are k6's exact values.
     """
     total = sum(d.count for d in distributions)
     bounds = [d.count_bounds(x) for d in distributions]
