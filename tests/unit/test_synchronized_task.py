@@ -1698,14 +1698,15 @@ def test_fan_out_of_nothing_sends_nothing():
     assert fan_out([]) == []
 
 
+@pytest.mark.parametrize("bad", ["no-port-here", ":6565", "[::1]:70000", "127.0.0.1:0"])
 def test_fan_out_rejects_a_malformed_endpoint_before_connecting_anywhere(
-    raw_server, connect_log: ConnectLog
+    raw_server, connect_log: ConnectLog, bad: str
 ):
     recorder = Recorder()
     server = raw_server(recorder)
 
     with pytest.raises(ValueError):
-        fan_out(requests_for([server.endpoint, "no-port-here"]))
+        fan_out(requests_for([server.endpoint, bad]))
 
     assert connect_log.attempts == []
     assert recorder.requests == []

@@ -797,17 +797,21 @@ def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
 
 
 def _split(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    return host.strip("[]"), int(port)
+    """The host and port of `host:port` or `[v6]:port`; ValueError unless both can be dialled."""
+    host, _, port_text = endpoint.rpartition(":")
+    host, port = host.strip("[]"), int(port_text)
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"not a host:port endpoint: {endpoint!r}")
+    return host, port
 
 
 def _usable(endpoint: str) -> bool:
     """A host:port that fan_out can connect to (a unit may have published none)."""
     try:
-        host, port = _split(endpoint)
+        _split(endpoint)
     except ValueError:
         return False
-    return bool(host) and 0 < port < 65536
+    return True
 
 
 def _addresses(host: str, port: int) -> list[tuple]:
