@@ -13,7 +13,7 @@ import operator
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -741,9 +741,10 @@ class Threshold:
     stat: str  # count, rate, value, min, max, avg, med or p(N) with 0 <= N <= 100
     op: str  # one of <, <=, >, >=, ==
     value: float
+    written: str = field(default="", compare=False)  # the number as the user wrote it
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.stat}{self.op}{self.value:.15g}"
+        return f"{self.metric} {self.stat}{self.op}{self.written or f'{self.value:.15g}'}"
 
 
 def _outside_braces(text: str, separator: str) -> list[int]:
@@ -796,7 +797,7 @@ def _condition(entry: str, metric: str, match: re.Match[str]) -> Threshold:
         value = math.nan
     if not math.isfinite(value):
         raise ValueError(f"bad threshold {entry!r}: {match['number']!r} is not a number")
-    return Threshold(metric, stat, match["op"], value)
+    return Threshold(metric, stat, match["op"], value, match["number"])
 
 
 def _parse_entry(entry: str) -> list[Threshold]:

@@ -1090,10 +1090,23 @@ def test_parse_thresholds_names_the_bad_entry(text, message):
         results.parse_thresholds(text)
 
 
-def test_threshold_prints_as_written():
-    threshold = results.parse_thresholds("http_reqs count>1000000")[0]
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        ("http_reqs count>1000000", "http_reqs count>1000000"),
+        ("t: p(95)<43.400", "t p(95)<43.400"),  # a failure message quotes the user's number
+        ("t avg<1e3", "t avg<1e3"),
+        ("t p( 95.0 )<1", "t p(95)<1"),  # the stat is named the way the results name it
+    ],
+)
+def test_threshold_prints_as_written(text, printed):
+    threshold = results.parse_thresholds(text)[0]
 
-    assert str(threshold) == "http_reqs count>1000000"
+    assert str(threshold) == printed
+
+
+def test_a_threshold_built_in_code_prints_its_value():
+    assert str(results.Threshold("t", "max", "<", 0.5)) == "t max<0.5"
 
 
 def real_aggregate() -> dict:
