@@ -47,6 +47,7 @@ from charms.k6_k8s.v0.synchronized_task import (
     ArmFailed,
     Collect,
     Finish,
+    Halt,
     InstantRelease,
     LastRun,
     Observed,
@@ -454,12 +455,12 @@ def test_unit_still_running_its_workload_after_its_run_ended_collects_and_stops_
     assert decision == [Collect(OLD_RUN_ID, stop=True)]
 
 
-def test_idle_unit_with_a_stray_workload_and_no_run_stops_it():
+def test_idle_unit_with_a_stray_workload_and_no_run_stops_it_and_keeps_its_report():
     units = {"app/0": done("app/0", OLD_RUN_ID)}
 
     decision = decide_unit(observed(None, units, running=True))
 
-    assert decision == [Collect(OLD_RUN_ID, stop=True)]
+    assert decision == [Halt()]  # not Collect: that would rewrite the report, result lost
 
 
 def test_unit_decisions_do_not_depend_on_leadership():
@@ -2919,15 +2920,19 @@ def test_idle_units_update_status_asks_the_workload_once_whether_it_runs():
     assert workload.calls == [("running", ())]
 
 
-def test_update_status_halts_a_stray_workload_running_with_no_run():
+def test_update_status_halts_a_stray_workload_running_with_no_run_and_keeps_the_report():
+    # e.g. the workload's wrapper still exiting after its done notice was collected
     workload = FakeWorkload(alive=True)
     ctx = context(workload, ApiRelease(port=7000), unit_id=1)
-    relation = peers(app_bag(), UnitReport(run_id=OLD_RUN_ID), {0: UnitReport()})
+    report = UnitReport(
+        endpoint="127.0.0.2:7000", run_id=OLD_RUN_ID, exit_code=0, result={"requests": 7}
+    )
+    relation = peers(app_bag(), report, {0: UnitReport()})
 
     out = ctx.run(ctx.on.update_status(), state(relation, leader=False))
 
     assert workload.called("halt") == [()]
-    assert unit_out(out, relation).status == IDLE
+    assert unit_out(out, relation) == report
 
 
 # ============================================================ a library with no k6 in it

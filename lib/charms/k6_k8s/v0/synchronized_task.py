@@ -129,7 +129,7 @@ import ops
 
 LIBID = "28c9808dd4d5494197c89ce24d0b8221"
 LIBAPI = 0
-LIBPATCH = 1
+LIBPATCH = 2
 
 logger = logging.getLogger(__name__)
 
@@ -417,6 +417,11 @@ class Collect:
 
 
 @dataclass(frozen=True)
+class Halt:
+    """A workload runs with nothing to report (this unit is idle): stop it, keep the report."""
+
+
+@dataclass(frozen=True)
 class StartAt:
     """InstantRelease: hand the start instant to the local armed workload."""
 
@@ -468,7 +473,7 @@ class Finish:
 
 
 Action = (
-    (Arm | Refuse | Recheck | Collect | StartAt | Probe | Release | Schedule | Started)
+    (Arm | Refuse | Recheck | Collect | Halt | StartAt | Probe | Release | Schedule | Started)
     | Abort
     | Finish
 )
@@ -513,10 +518,11 @@ def decide_unit(o: Observed) -> list[Action]:
     mine = o.units.get(o.me, UnitReport())
     run = o.run
     if run is None or o.me not in run.participants:
-        # No run for me: nothing may keep running, nobody may stay busy.
-        if mine.live or o.running:
+        # No run for me: nothing may keep running, nobody may stay busy. An idle unit keeps its
+        # report (e.g. its workload's wrapper still exiting after the done notice was handled).
+        if mine.live:
             return [Collect(mine.run_id, stop=o.running)]
-        return []
+        return [Halt()] if o.running else []
     if run.phase == ARMING and mine.run_id != run.run_id:
         if not o.payload_ok:
             return [Refuse(run.run_id, "the payload in the app databag does not match its digest")]
@@ -1351,6 +1357,7 @@ class SynchronizedTask(ops.Object):
             Refuse: self._refuse,
             Recheck: self._recheck,
             Collect: self._collect,
+            Halt: self._halt,
             StartAt: self._start_at,
             Probe: self._probe,
             Release: self._release,
@@ -1415,13 +1422,17 @@ class SynchronizedTask(ops.Object):
         mine = observed.units[self.charm.unit.name]
         self._save_unit(replace(mine, started_at=now))
 
+    def _halt(self, _: Halt | Collect, __: Observed) -> None:
+        """Stop the local workload; a failure to is logged (the next hook sees it running)."""
+        try:
+            self.workload.halt()
+        except (ops.pebble.ChangeError, ops.pebble.ConnectionError, ops.pebble.APIError) as e:
+            logger.warning("stopping the workload failed: %s", e)
+
     def _collect(self, action: Collect, observed: Observed) -> None:
         """The local workload has ended (or is stopped now): record how, and go idle."""
         if action.stop:
-            try:
-                self.workload.halt()
-            except (ops.pebble.ChangeError, ops.pebble.ConnectionError, ops.pebble.APIError) as e:
-                logger.warning("stopping the workload failed: %s", e)
+            self._halt(action, observed)
         mine = observed.units.get(self.charm.unit.name, UnitReport())
         notice = action.notice or self._done_notice(action.run_id)
         self._save_unit(self._ended(mine, notice, "", observed.run))
