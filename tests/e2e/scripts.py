@@ -28,8 +28,8 @@ export default function () {{ http.get(`${{__ENV.TARGET}}/`, {{ {HEADER} }}); sl
 """
 
 
-def constant_arrival_rate(rate: int, duration: str, vus: int = 20) -> str:
-    """A fixed request rate per second across every unit."""
+def constant_arrival_rate(rate: int, duration: str, vus: int = 60) -> str:
+    """A fixed request rate per second across every unit (VUs to spare: none is dropped)."""
     return f"""
 import http from 'k6/http';
 export const options = {{

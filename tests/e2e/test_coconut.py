@@ -21,7 +21,10 @@ from tests.emulator.model import ROOT, CharmUnderTest, Model
 pytestmark = pytest.mark.timeout(90)
 
 EXAMPLE = ROOT / "examples" / "coconut"
-SKEW_BOUND_MS = 100.0  # one host, one clock: the poll interval plus process wake-ups
+# A sanity bound, not a speed goal (tests assert no wall-clock times): a unit that started on
+# anything but its own clock (e.g. a later hook) would be a hook interval late. The skew itself
+# is printed (tens of ms here: the eaters' poll interval plus process wake-ups).
+SKEW_SANITY_MS = 1000.0
 
 
 def _load_example() -> tuple[ModuleType, ModuleType]:
@@ -75,7 +78,7 @@ def eat(model: Model, coconuts: int) -> str:
 def eat_and_wait(model: Model, coconuts: int) -> dict:
     """Eat, wait until the run ended; the last-run record."""
     run_id = eat(model, coconuts)
-    model.settle(lambda: model.run_ended(run_id), timeout=60)
+    model.settle(lambda: model.finished(run_id), timeout=60)
     return model.app["last_run"]
 
 
@@ -85,7 +88,7 @@ def eaten_on_disk(model: Model, index: int) -> list[int]:
     return [int(n) for n in path.read_text().split()] if path.exists() else []
 
 
-def test_three_units_start_eating_within_the_bound_after_the_instant(make_model, coconut):
+def test_three_units_start_eating_at_the_instant_they_all_learnt_in_time(make_model, coconut):
     model = make_model(3, charm=coconut)
 
     last = eat_and_wait(model, 30)
@@ -105,7 +108,7 @@ def test_three_units_start_eating_within_the_bound_after_the_instant(make_model,
         f"units learnt it {[line['late_ms'] for line in last['units'].values()]} ms late)"
     )
     assert all(t >= instant for t in starts.values()), (instant, starts)
-    assert skew_ms < SKEW_BOUND_MS
+    assert skew_ms < SKEW_SANITY_MS
     assert last["aggregate"]["start_skew_ms"] == pytest.approx(skew_ms, abs=0.01)
     assert all(line["late_ms"] == 0.0 for line in last["units"].values())  # in time
 
@@ -133,7 +136,7 @@ def test_a_unit_lost_mid_run_is_named_and_the_others_finish(make_model, coconut)
     assert len(eaten_on_disk(model, 2)) < 150  # still eating
 
     model.remove_unit(2)
-    model.settle(lambda: model.run_ended(run_id), timeout=60)
+    model.settle(lambda: model.finished(run_id), timeout=60)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -153,7 +156,7 @@ def test_a_stop_while_eating_ends_every_unit_at_once_with_its_notice(make_model,
     model.settle(lambda: (model.unit(2).workdir / eater.STARTED_FILE).exists(), timeout=30)
 
     stopped = model.action(model.leader, "stop")
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     assert stopped.ok, stopped.failure
     last = model.app["last_run"]

@@ -51,20 +51,20 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 
 
 def test_exited_service_is_restarted_by_default(supervisor):
-    supervisor.start("svc", spec("/bin/sh -c 'sleep 1.2; exit 0'"))
+    supervisor.start("svc", spec("/bin/sh -c 'sleep 3; exit 0'"))
 
-    restarted = wait_for(lambda: supervisor.poll() or supervisor.services["svc"].starts >= 2, 5)
+    restarted = wait_for(lambda: supervisor.poll() or supervisor.services["svc"].starts >= 2, 10)
 
     assert restarted, "Pebble restarts a service that exits unless told to ignore it"
 
 
 def test_service_with_ignore_is_not_restarted(supervisor):
     supervisor.start(
-        "svc", spec("/bin/sh -c 'sleep 1.1; exit 3'", **{"on-success": "ignore",
+        "svc", spec("/bin/sh -c 'sleep 3; exit 3'", **{"on-success": "ignore",
                                                          "on-failure": "ignore"})
     )  # fmt: skip
 
-    wait_for(lambda: supervisor.status("svc") != pebble.ServiceStatus.ACTIVE, 5)
+    wait_for(lambda: supervisor.status("svc") != pebble.ServiceStatus.ACTIVE, 10)
     time.sleep(1.0)
     supervisor.poll()
 
@@ -178,7 +178,7 @@ def test_a_stopped_k6_service_line_still_notifies_with_exit_code_105(supervisor,
 
 
 def test_working_dir_maps_to_the_units_own_folder(supervisor, tmp_path):
-    supervisor.start("svc", spec("/bin/sh -c 'pwd > where; sleep 1.5'"))
+    supervisor.start("svc", spec("/bin/sh -c 'pwd > where; sleep 3'"))
 
     assert wait_for(lambda: (tmp_path / "work" / "where").exists())
     assert (tmp_path / "work" / "where").read_text().strip() == str(tmp_path / "work")

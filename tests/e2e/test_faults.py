@@ -93,11 +93,13 @@ if (__ENV.K6_K8S_UNIT !== '{unit}') {{ throw new Error('boom on ' + __ENV.K6_K8S
 
 
 def test_syntax_error_ends_the_run_failed_before_the_start_with_exit_107(make_model, target):
-    model = make_model(3, configure(target, SYNTAX_ERROR))
+    # k6 and its done notice must end within Pebble's okay-delay to fail the start: on a busy
+    # machine that can take over 1 s, so the delay is longer here (the behaviour is the same)
+    model = make_model(3, configure(target, SYNTAX_ERROR), okay_delay=5.0)
 
     result = model.action(0, "start")
     run_id = result.results["run-id"]
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert result.failure is not None
@@ -112,10 +114,10 @@ def test_syntax_error_ends_the_run_failed_before_the_start_with_exit_107(make_mo
 
 
 def test_script_error_on_the_other_units_names_each_with_exit_107(make_model, target):
-    model = make_model(3, configure(target, throws_on_all_but("k6/0")))
+    model = make_model(3, configure(target, throws_on_all_but("k6/0")), okay_delay=5.0)
 
     run_id = model.action(0, "start").results["run-id"]
-    model.settle(lambda: model.run_ended(run_id), timeout=40)
+    model.settle(lambda: model.finished(run_id), timeout=40)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -137,7 +139,7 @@ def test_script_error_on_the_other_units_names_each_with_exit_107(make_model, ta
 
 
 def test_k6_killed_mid_run_is_reported_and_fails_the_run(make_model, target):
-    model = make_model(3, configure(target, scripts.constant_vus(3, "4s")))
+    model = make_model(3, configure(target, scripts.constant_vus(3, "8s")))
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: phase(model) == "running", timeout=30)
     model.settle(lambda: len(target.stats()["by_unit"]) == 3, timeout=10)
@@ -147,7 +149,7 @@ def test_k6_killed_mid_run_is_reported_and_fails_the_run(make_model, target):
     os.killpg(victim.pid, signal.SIGKILL)  # k6 and its shell: no done-notice can be sent
     victim.wait(timeout=10)
     model.tick(1)
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -171,7 +173,7 @@ def test_new_leader_carries_the_run_to_its_end(make_model, target, when):
 
     model.elect(1)
     elected_at = len(model.hooks)
-    model.settle(lambda: model.run_ended(run_id), timeout=40)
+    model.settle(lambda: model.finished(run_id), timeout=40)
 
     last = model.app["last_run"]
     assert last["outcome"] == "passed", last["reason"]
@@ -196,7 +198,7 @@ def test_new_leader_finishes_a_stop_the_old_leader_began(make_model, target):
 
     model.elect(1)  # before any unit has seen the stop
     elected_at = len(model.hooks)
-    model.settle(lambda: model.run_ended(run_id), timeout=40)
+    model.settle(lambda: model.finished(run_id), timeout=40)
 
     last = model.app["last_run"]
     assert (last["outcome"], last["reason"]) == ("stopped", "stopped by user")
@@ -206,13 +208,13 @@ def test_new_leader_finishes_a_stop_the_old_leader_began(make_model, target):
 
 
 def test_leader_removed_mid_run_the_new_leader_records_it_lost(make_model, target):
-    model = make_model(3, configure(target, scripts.constant_vus(3, "3s")))
+    model = make_model(3, configure(target, scripts.constant_vus(3, "6s")))
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: phase(model) == "running", timeout=30)
 
     model.remove_unit(0)
     model.elect(1)
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert (last["outcome"], last["reason"]) == ("failed", "lost during the run: k6/0")
@@ -233,7 +235,7 @@ def test_participant_departing_while_arming_aborts_the_run_naming_it(make_model,
     assert phase(model) == "arming"
 
     model.remove_unit(2)
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -245,13 +247,13 @@ def test_participant_departing_while_arming_aborts_the_run_naming_it(make_model,
 
 
 def test_participant_departing_while_running_is_recorded_lost(make_model, target):
-    model = make_model(3, configure(target, scripts.constant_vus(3, "3s")))
+    model = make_model(3, configure(target, scripts.constant_vus(3, "6s")))
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: phase(model) == "running", timeout=30)
     model.settle(lambda: len(target.stats()["by_unit"]) == 3, timeout=10)
 
     model.remove_unit(2)
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -271,7 +273,7 @@ def test_unit_added_during_a_run_stays_out_of_it_and_joins_the_next(make_model, 
     model.settle(lambda: phase(model) == "running", timeout=30)
 
     new = model.add_unit()
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "passed", last["reason"]
@@ -283,7 +285,7 @@ def test_unit_added_during_a_run_stays_out_of_it_and_joins_the_next(make_model, 
     assert_all_idle(model)
 
     next_run = model.action(0, "start").results
-    model.settle(lambda: model.run_ended(next_run["run-id"]), timeout=30)
+    model.settle(lambda: model.finished(next_run["run-id"]), timeout=30)
 
     assert next_run["units"] == "k6/0,k6/1,k6/2"
     assert model.app["last_run"]["outcome"] == "passed"
@@ -298,7 +300,7 @@ def test_stop_before_anyone_else_armed_ends_the_run_in_the_same_hook(make_model,
     run_id = model.action(0, "start").results["run-id"]
 
     result = model.action(0, "stop")
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     assert result.ok
     assert result.results == {"message": f"stopped run {run_id} on 3 unit(s)", "run-id": run_id}
@@ -317,7 +319,7 @@ def test_stop_while_some_are_armed_stops_the_armed_ones(make_model, target):
     assert model.unit_view(1)["status"] == "busy" and phase(model) == "arming"
 
     result = model.action(0, "stop")
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     assert result.ok
     assert result.results["message"] == f"stopping run {run_id} (arming) on 3 unit(s)"
@@ -337,7 +339,7 @@ def test_stop_while_running_ends_every_k6(make_model, target):
     model.settle(lambda: phase(model) == "running", timeout=30)
 
     result = model.action(0, "stop")
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     assert result.ok and result.results["run-id"] == run_id
     assert model.app["last_run"]["outcome"] == "stopped"
@@ -360,7 +362,7 @@ def test_stop_when_idle_is_a_clear_no_op(make_model, target):
 
 
 def test_k6_api_listens_only_from_arm_to_exit(make_model, target):
-    model = make_model(2, configure(target, scripts.constant_vus(2, "3s")))
+    model = make_model(2, configure(target, scripts.constant_vus(2, "6s")))
     assert api_listening(model) == {"k6/0": False, "k6/1": False}
 
     run_id = model.action(0, "start").results["run-id"]
@@ -370,7 +372,7 @@ def test_k6_api_listens_only_from_arm_to_exit(make_model, target):
     assert api_listening(model) == {"k6/0": True, "k6/1": False}
     model.settle(lambda: phase(model) == "running", timeout=30)
     assert api_listening(model) == {"k6/0": True, "k6/1": True}
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     assert model.app["last_run"]["outcome"] == "passed"
     assert api_listening(model) == {"k6/0": False, "k6/1": False}
@@ -378,7 +380,7 @@ def test_k6_api_listens_only_from_arm_to_exit(make_model, target):
 
 
 def test_early_resume_through_the_api_by_someone_else_aborts_the_run(make_model, target):
-    model = make_model(2, configure(target, scripts.constant_vus(2, "3s")))
+    model = make_model(2, configure(target, scripts.constant_vus(2, "30s")))
     run_id = model.action(0, "start").results["run-id"]
     assert phase(model) == "arming" and api_status(0) is not None
 
@@ -386,7 +388,7 @@ def test_early_resume_through_the_api_by_someone_else_aborts_the_run(make_model,
     body = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
     endpoint = f"http://{unit_address(0)}:{k6_client.PORT}{k6_client.STATUS_PATH}"
     assert httpx.patch(endpoint, json=body, timeout=2, trust_env=False).status_code == 200
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -403,7 +405,7 @@ def test_stop_through_a_units_api_by_someone_else_fails_the_run_naming_it(make_m
     assert k6_client.stop_all([f"{unit_address(1)}:{k6_client.PORT}"]) == {
         f"{unit_address(1)}:{k6_client.PORT}": None
     }
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert (last["outcome"], last["reason"]) == ("failed", "k6/1 (exit code 103)")
@@ -416,7 +418,7 @@ def test_resume_that_cannot_reach_one_unit_resumes_nobody_and_stops_every_k6(mak
     # k6/2 arms and answers on its own pod IP, but a network policy keeps the others out
     model.cut(2)
     run_id = model.action(0, "start").results["run-id"]
-    model.settle(lambda: model.run_ended(run_id), timeout=40)
+    model.settle(lambda: model.finished(run_id), timeout=40)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -463,7 +465,7 @@ def test_start_during_an_active_run_is_refused_and_changes_nothing(make_model, t
         )
         assert model.app_data == before
 
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
     assert model.app["last_run"]["outcome"] == "passed"
     assert_all_idle(model)
 
@@ -475,15 +477,16 @@ def test_unit_not_armed_by_the_arm_timeout_aborts_the_run(make_model, target, mo
     wait_ready = k6_client.wait_ready  # a hook waits at most 1 s for its own k6 (not 30 s) here
     short = lambda e, t, **kw: wait_ready(e, min(t, 1.0), **kw)  # noqa: E731
     monkeypatch.setattr(k6_client, "wait_ready", short)
-    config = configure(target, in_init_only_on("k6/1", seconds=40)) | {"arm-timeout": 5}
+    # the timeout runs on the real clock from `start`; arming k6/0 takes seconds on a busy box
+    config = configure(target, in_init_only_on("k6/1", seconds=40)) | {"arm-timeout": 30}
     model = make_model(2, config, update_status_interval=None)
     run_id = model.action(0, "start").results["run-id"]
     model.settle(lambda: model.unit_view(1).get("status") == "pending", timeout=20)
     assert phase(model) == "arming"
     assert model.units[1].status == f"maintenance: arming run {run_id}"
 
-    model.tick(6)
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.tick(31)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -494,11 +497,11 @@ def test_unit_not_armed_by_the_arm_timeout_aborts_the_run(make_model, target, mo
 
 
 def test_unit_with_unreachable_container_aborts_the_run_naming_it(make_model, target: Target):
-    model = make_model(2, configure(target, scripts.constant_vus(2, "3s")) | {"arm-timeout": 5})
+    model = make_model(2, configure(target, scripts.constant_vus(2, "3s")) | {"arm-timeout": 30})
     model.units[1].can_connect = False
 
     run_id = model.action(0, "start").results["run-id"]
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     last = model.app["last_run"]
     assert last["outcome"] == "failed"
@@ -554,7 +557,7 @@ def test_done_notice_survives_a_stop_that_races_it(make_model, target, tmp_path)
     assert notifying(model, 1)
 
     model.action(0, "stop")  # ... just as the user stops the run
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     unit = model.app["last_run"]["units"]["k6/1"]
     assert (unit["exit_code"], unit["error"]) == (EXIT_STOPPED_API, "")

@@ -97,7 +97,7 @@ def test_hooks_that_change_nothing_touch_neither_the_workload_nor_k6(
     model.settle(timeout=10)
 
     run_id = model.action(model.leader, "start").results["run-id"]
-    model.settle(lambda: model.run_ended(run_id), timeout=60)
+    model.settle(lambda: model.finished(run_id), timeout=60)
     model.update_status()
     model.settle(timeout=10)
 

@@ -90,7 +90,7 @@ def test_on_kubernetes_resume_stop_and_probe_go_to_each_pod_only(make_model, tar
     model.settle(lambda: len(target.stats()["by_unit"]) == 3, timeout=10)
 
     model.action(0, "stop")
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     assert model.app["last_run"]["outcome"] == "stopped"
     pods = {unit_address(i) for i in range(3)}

@@ -47,7 +47,7 @@ def test_the_docstring_example_eats_every_coconut_once_across_units(example):
 
         result = model.action(0, "eat", coconuts=10)
         run_id = result.results["run-id"]
-        model.settle(lambda: model.run_ended(run_id), timeout=60)
+        model.settle(lambda: model.finished(run_id), timeout=60)
 
         last = model.app["last_run"]
         eaten = {u.name: (u.workdir / "eaten").read_text().split() for u in model.units.values()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,23 @@ def loki() -> Iterator[loki_receiver.LokiReceiver]:
     """A Loki push endpoint that records what it receives."""
     with loki_receiver.running() as receiver:
         yield receiver
+
+
+def test_prometheus_starts_on_another_port_when_its_port_was_taken(tmp_path, monkeypatch):
+    if prom.binary() is None:
+        pytest.skip(f"the prometheus binary is missing: {prom.INSTALL_HINT}")
+    with socket.socket() as taker:  # someone takes the free port before Prometheus binds it
+        taker.bind(("127.0.0.1", 0))
+        taker.listen()
+        taken = taker.getsockname()[1]
+        ports = iter([taken])
+        free = prom._free_port
+        monkeypatch.setattr(prom, "_free_port", lambda: next(ports, None) or free())
+
+        with prom.running(tmp_path / "prometheus") as server:
+            assert server.port != taken
+            assert server.scalar("vector(1)") == 1.0
+        assert "address already in use" in (tmp_path / "prometheus" / "prometheus.log").read_text()
 
 
 def remote_write_relation(url: str) -> testing.Relation:
@@ -181,7 +199,9 @@ def test_dashboard_queries_run_on_prometheus_and_totals_match_the_run(
     assert value(results["Iterations"][0]) == 60
     assert value(results["Units"][0]) == UNITS
     assert value(results["Failed requests (%)"][0]) == 0.5
-    assert abs(value(results["Failed request ratio"][0]) - 0.5) < 0.01
+    # a rate() ratio: a push between an iteration's two requests skews it a little (the exact
+    # share is the line above); what matters is the panel shows the failing half, not 0 or 1
+    assert 0.35 < value(results["Failed request ratio"][0]) < 0.65
     assert value(results["Peak VUs"][0]) == UNITS  # one VU per unit
     p95 = value(results["p95 request duration"][0])
     assert p95 is not None and 0 < p95 < 1

@@ -297,6 +297,11 @@ class Checker:
         for name in run["participants"]:
             present = _present(model, name)
             data = model.unit_view(name) if present else {}
+            # the releasing unit may also have collected its own end within that same hook (a
+            # 0.1 s workload, or its stop after a failed release); `_check_resume_times` still
+            # checks physically that it was ready before any resume
+            if name == hook.unit and (data.get("status"), data.get("run_id")) == ("idle", run_id):
+                continue
             if not (data.get("status") in armed and data.get("run_id") == run_id):
                 state = (data or "without a report") if present else "gone"
                 self.fail(f"(a) released run {run_id} while {name} was {state}")

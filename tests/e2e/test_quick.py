@@ -17,7 +17,7 @@ def start_and_wait(model: Model, **params) -> dict:
     result = model.action(model.leader, "start", **params)
     assert result.ok, result.failure
     run_id = result.results["run-id"]
-    model.settle(lambda: model.run_ended(run_id), timeout=40)
+    model.settle(lambda: model.finished(run_id), timeout=40)
     return model.app["last_run"]
 
 

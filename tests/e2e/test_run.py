@@ -22,7 +22,7 @@ def run_to_end(model: Model, timeout: float = 60.0, **params) -> dict:
     """`start` on the leader, then deliver events until the run is recorded as ended."""
     result = model.action(model.leader, "start", **params)
     run_id = result.results["run-id"]
-    model.settle(lambda: model.run_ended(run_id), timeout=timeout)
+    model.settle(lambda: model.finished(run_id), timeout=timeout)
     return model.app["last_run"]
 
 
@@ -78,16 +78,22 @@ def test_constant_arrival_rate_total_is_rate_times_duration(make_model, target):
     assert abs(count - expected) <= 0.02 * expected, count
 
 
-def test_four_units_first_requests_arrive_within_50ms(make_model, target):
+def test_four_units_every_resume_is_written_before_any_units_first_request(make_model, target):
+    # What the charm controls, so it holds on a loaded machine too: its fan-out writes every
+    # unit's resume before any k6 can act on one. The first-request spread itself is printed
+    # here and measured by `tox -e bench` (docs/benchmarks.md), not asserted: wall-clock.
     model = make_model(4, configure(target, scripts.constant_vus(8, "3s")))
 
-    run_to_end(model)
+    last = run_to_end(model)
 
     firsts = target.stats()["first"]
+    sent = {u: r["released"][0] for u, r in last["units"].items()}
     spread_ms = (max(firsts.values()) - min(firsts.values())) * 1000
     print(f"first-request spread across 4 units: {spread_ms:.2f} ms; firsts={firsts}")
-    assert set(firsts) == {"k6/0", "k6/1", "k6/2", "k6/3"}
-    assert spread_ms <= 50
+    assert last["outcome"] == "passed", last["reason"]
+    assert set(firsts) == set(sent) == {"k6/0", "k6/1", "k6/2", "k6/3"}
+    # `released` times are kept to the millisecond (rounded): allow that half millisecond
+    assert max(sent.values()) <= min(firsts.values()) + 0.0005, (sent, firsts)
 
 
 def test_failed_thresholds_report_exit_99_and_leave_nobody_busy(make_model, target):
@@ -110,7 +116,7 @@ def test_stop_while_running_ends_every_k6_and_records_stopped(make_model, target
     model.settle(lambda: len(target.stats()["by_unit"]) == 3, timeout=10)
 
     result = model.action(0, "stop")
-    model.settle(lambda: model.run_ended(run_id), timeout=30)
+    model.settle(lambda: model.finished(run_id), timeout=30)
 
     assert result.ok and run_id in result.results["message"]
     last = model.app["last_run"]

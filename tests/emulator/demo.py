@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run_id = started.results["run-id"]
         progress.say("start", f"juju run k6/leader start → {started.results['message']}")
-        model.settle(lambda: model.run_ended(run_id), timeout=90)
+        model.settle(lambda: model.finished(run_id), timeout=90)
         report = model.action(model.leader, "results")
         print_results(report.results, target.stats())
         return 0 if model.app["last_run"]["outcome"] == "passed" else 1

@@ -551,6 +551,14 @@ class Model:
         app = self.app
         return app.get("run") is None and (app.get("last_run") or {}).get("run_id") == run_id
 
+    def finished(self, run_id: str) -> bool:
+        """The run has ended and every unit's service process has exited.
+
+        A unit reports idle on its done notice, which its service's shell sends just before it
+        exits: as with real Pebble, the service stays active for those few milliseconds.
+        """
+        return self.run_ended(run_id) and not self.k6_running()
+
     def k6_running(self) -> list[str]:
         """Units whose k6 service process is alive."""
         return [

@@ -183,6 +183,8 @@ class Supervisor:
         service = self.services.get(name)
         if service is None:
             return pebble.ServiceStatus.INACTIVE
+        if not service.alive and service.process is not None and service.exit_code is None:
+            self.poll()  # it exited just after the poll above: apply its policy before answering
         if service.alive or service.restart_at is not None:
             return pebble.ServiceStatus.ACTIVE
         if service.failed and not service.stopped_by_user:

@@ -1,7 +1,8 @@
 """The local load-test target: an HTTP server that records every request (unit, time).
 
-Run as its own process (`python -m tests.emulator.target 127.0.0.1:PORT`) so the emulator's
-work never delays its timestamps; `GET /__stats` returns what it recorded.
+Run as its own process (`python -m tests.emulator.target FD`, serving the listening socket its
+parent bound and passed down as FD) so the emulator's work never delays its timestamps;
+`GET /__stats` returns what it recorded.
 """
 
 from __future__ import annotations
@@ -102,10 +103,12 @@ def _handler(recorder: _Recorder) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(address: str) -> None:
-    """Serve until killed."""
-    host, port = address.rsplit(":", 1)
-    server = _Server((host, int(port)), _handler(_Recorder()))
+def serve(fd: int) -> None:
+    """Serve on the listening socket `fd` (bound by the parent: no port race) until killed."""
+    server = _Server(("", 0), _handler(_Recorder()), bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.socket(fileno=fd)
+    server.server_address = server.socket.getsockname()
     server.serve_forever(poll_interval=0.1)
 
 
@@ -120,13 +123,19 @@ class Target:
     """The target as a child process, with a client for its stats."""
 
     def __init__(self, host: str = "127.0.0.1"):
-        self.address = f"{host}:{free_port(host)}"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as listener:
+            listener.bind((host, 0))  # bound here, kept by the child: nobody can take the port
+            listener.listen(_Server.request_queue_size)
+            port = listener.getsockname()[1]
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.emulator.target", str(listener.fileno())],
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                pass_fds=[listener.fileno()],
+            )
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.url = f"http://{self.address}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.emulator.target", self.address],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
@@ -151,4 +160,4 @@ class Target:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(int(sys.argv[1]))

@@ -103,6 +103,45 @@ def _wait_ready(prometheus: Prometheus, timeout: float) -> None:
     raise PrometheusError(f"prometheus not ready within {timeout}s:\n{prometheus.log_tail()}")
 
 
+def _start(
+    executable: str, config: Path, workdir: Path, log: Path, attempts: int = 3
+) -> Prometheus:
+    """A ready Prometheus on a free port; another try when the port was taken meanwhile."""
+    for attempt in range(1, attempts + 1):
+        port = _free_port()
+        argv = [
+            executable,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=native-histograms",
+        ]
+        with log.open("ab") as out:  # every attempt kept
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=workdir
+            )
+        prometheus = Prometheus(process, port, log)
+        try:
+            _wait_ready(prometheus, READY_TIMEOUT)
+            return prometheus
+        except PrometheusError as e:
+            _stop(process)
+            if attempt == attempts or "address already in use" not in str(e):
+                raise
+    raise AssertionError("not reached: the last attempt returns or raises")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate, then kill after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def running(workdir: Path, executable: str | None = None) -> Iterator[Prometheus]:
     """Start Prometheus with the remote-write receiver and native histograms; kill it after."""
@@ -113,27 +152,8 @@ def running(workdir: Path, executable: str | None = None) -> Iterator[Prometheus
     config = workdir / "prometheus.yml"
     config.write_text(CONFIG)
     log = workdir / "prometheus.log"
-    port = _free_port()
-    argv = [
-        executable,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--web.enable-remote-write-receiver",
-        "--enable-feature=native-histograms",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=workdir
-        )
-    prometheus = Prometheus(process, port, log)
+    prometheus = _start(executable, config, workdir, log)
     try:
-        _wait_ready(prometheus, READY_TIMEOUT)
         yield prometheus
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        _stop(prometheus.process)
