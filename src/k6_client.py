@@ -1,4 +1,4 @@
-"""The k6 REST API client: read a k6's status, probe, stop, and the bytes that resume it.
+"""The k6 REST API client: status, probe, stop, setup and teardown, and the bytes that resume it.
 
 Every call is bounded by a timeout; the API is plain HTTP on the pod network (no TLS, no proxy).
 """
@@ -22,6 +22,8 @@ STATUS_ENDED = 9  # ended; 10 interrupted, 11 marked as failed (k6 >= 1.6)
 
 
 STATUS_PATH = "/v1/status"
+SETUP_PATH = "/v1/setup"  # POST runs setup() now; PUT sets the data every VU receives
+TEARDOWN_PATH = "/v1/teardown"  # POST runs teardown() with the current setup data
 RESUME_BODY = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
 STOP_BODY = {"data": {"type": "status", "id": "default", "attributes": {"stopped": True}}}
 
@@ -144,3 +146,79 @@ def request_bytes(method: str, endpoint: str, body: dict) -> bytes:
 def resume_request(endpoint: str) -> bytes:
     """The request that resumes the paused k6 at `endpoint`."""
     return request_bytes("PATCH", endpoint, RESUME_BODY)
+
+
+@dataclass(frozen=True)
+class SetupAnswer:
+    """What `POST /v1/setup` gave: setup()'s data as JSON text (None: undefined), or why not."""
+
+    data: str | None = None
+    error: str = ""
+
+
+def _error_text(response: httpx.Response) -> str:
+    """k6's own error text from a JSON:API error answer (`errors[0].detail`), else the body."""
+    try:
+        error = response.json()["errors"][0]
+        text = str(error.get("detail") or error.get("title") or "")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        text = response.text
+    return text.strip() or f"HTTP {response.status_code}"
+
+
+def _call(method: str, url: str, timeout: float, content: bytes | None = None) -> httpx.Response:
+    with httpx.Client(timeout=timeout, **_CLIENT_OPTIONS) as client:
+        return client.request(method, url, content=content)
+
+
+def run_setup(endpoint: str, timeout: float) -> SetupAnswer:
+    """Run the script's setup() in the paused k6 at `endpoint` (started with `--no-setup`)."""
+    try:
+        response = _call("POST", f"http://{endpoint}{SETUP_PATH}", timeout)
+    except httpx.TimeoutException:
+        return SetupAnswer(error=f"setup() did not finish within {timeout:g} s")
+    except httpx.HTTPError as e:
+        return SetupAnswer(error=f"k6 at {endpoint} did not answer: {type(e).__name__}: {e}")
+    if response.status_code != 200:
+        return SetupAnswer(error=_error_text(response))
+    try:
+        attributes = response.json()["data"]["attributes"]
+    except (ValueError, KeyError, TypeError) as e:
+        return SetupAnswer(error=f"not a k6 setup answer: {e}")
+    if not isinstance(attributes, dict) or "data" not in attributes:
+        return SetupAnswer(data=None)  # setup() returned nothing (or the script has none)
+    return SetupAnswer(data=json.dumps(attributes["data"], separators=(",", ":")))
+
+
+def put_setup_all(
+    endpoints: Sequence[str], data: str | None, timeout: float = 10.0
+) -> dict[str, str | None]:
+    """Give every k6 the same setup data (`PUT /v1/setup`); endpoint → error (None if ok).
+
+    `data` is JSON text; None sends an empty body, which k6 takes as undefined.
+    """
+    body = b"" if data is None else data.encode()
+
+    async def one(client: httpx.AsyncClient, endpoint: str) -> str | None:
+        try:
+            response = await client.put(f"http://{endpoint}{SETUP_PATH}", content=body)
+        except httpx.HTTPError as e:
+            return f"{type(e).__name__}: {e}"
+        return None if response.status_code == 200 else _error_text(response)
+
+    async def main() -> list[str | None]:
+        async with _async_client(timeout, len(endpoints)) as client:
+            return await asyncio.gather(*(one(client, e) for e in endpoints))
+
+    return dict(zip(endpoints, asyncio.run(main()), strict=True))
+
+
+def run_teardown(endpoint: str, timeout: float) -> str | None:
+    """Run the script's teardown() in the k6 at `endpoint`; None when it passed, else why not."""
+    try:
+        response = _call("POST", f"http://{endpoint}{TEARDOWN_PATH}", timeout)
+    except httpx.TimeoutException:
+        return f"teardown() did not finish within {timeout:g} s"
+    except httpx.HTTPError as e:
+        return f"k6 at {endpoint} did not answer: {type(e).__name__}: {e}"
+    return None if response.status_code == 200 else _error_text(response)

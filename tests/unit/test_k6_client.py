@@ -393,3 +393,112 @@ def test_real_k6_stopped_through_the_api_exits_with_the_stopped_code(paused_k6):
     assert k6_client.stop_all([endpoint]) == {endpoint: None}
 
     assert proc.wait(timeout=30) == EXIT_STOPPED_API
+
+
+# ------------------------------------------------------------ setup() and teardown() via the API
+
+LIFECYCLE = """import exec from 'k6/execution';
+export const options = { vus: 1, iterations: 1 };
+export function setup() { if (__ENV.SETUP_THROWS) throw new Error('no token today'); return { token: 'from-setup' }; }
+export default function (data) { if (!data || data.token !== __ENV.WANT) exec.test.abort('wrong data'); }
+export function teardown(data) { if (data.token !== __ENV.WANT) throw new Error('teardown got ' + JSON.stringify(data)); }
+"""
+NO_LIFECYCLE = """import exec from 'k6/execution';
+export const options = { vus: 1, iterations: 1 };
+export default function (data) { if (data !== undefined) exec.test.abort('data is defined'); }
+"""
+EXIT_ABORTED = 108
+
+
+@pytest.fixture
+def lifecycle_k6(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen, str]]]:
+    """Start real k6 paused with `--no-setup --no-teardown` on a script; killed afterwards."""
+    binary = real_k6()
+    started: list[subprocess.Popen] = []
+
+    def start(script: str, **env: str) -> tuple[subprocess.Popen, str]:
+        (tmp_path / "life.js").write_text(script)
+        endpoint = f"127.0.0.1:{free_port()}"
+        argv = [binary, "run", "--paused", "--no-setup", "--no-teardown", "--no-usage-report"]
+        argv += ["--address", endpoint, *(f"-e{k}={v}" for k, v in env.items()), "life.js"]
+        proc = subprocess.Popen(
+            argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        started.append(proc)
+        status = k6_client.wait_ready(endpoint, timeout=30)
+        assert status is not None and status.ready, status
+        return proc, endpoint
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            kill_group(proc)
+
+
+def _resume(endpoint: str) -> None:
+    (result,) = fan_out([(endpoint, k6_client.resume_request(endpoint))])
+    assert result.ok, result
+
+
+def test_real_k6_setup_returns_the_data_setup_returned(lifecycle_k6):
+    proc, endpoint = lifecycle_k6(LIFECYCLE, WANT="from-setup")
+
+    answer = k6_client.run_setup(endpoint, timeout=30)
+
+    assert answer == k6_client.SetupAnswer(data='{"token":"from-setup"}')
+    _resume(endpoint)
+    assert proc.wait(timeout=30) == EXIT_OK  # its VU received setup()'s data
+
+
+def test_real_k6_vus_receive_the_data_put_to_them_and_teardown_runs_with_it(lifecycle_k6):
+    proc, endpoint = lifecycle_k6(LIFECYCLE, WANT="put")
+
+    errors = k6_client.put_setup_all([endpoint], '{"token":"put"}')
+
+    assert errors == {endpoint: None}
+    assert k6_client.run_teardown(endpoint, timeout=30) is None
+    _resume(endpoint)
+    assert proc.wait(timeout=30) == EXIT_OK
+
+
+def test_real_k6_setup_that_throws_gives_k6s_own_error_text(lifecycle_k6):
+    _, endpoint = lifecycle_k6(LIFECYCLE, SETUP_THROWS="1", WANT="x")
+
+    answer = k6_client.run_setup(endpoint, timeout=30)
+
+    assert answer.data is None
+    assert answer.error.startswith("Error: no token today"), answer
+    assert "at setup (" in answer.error
+
+
+def test_real_k6_teardown_that_throws_gives_k6s_own_error_text(lifecycle_k6):
+    _, endpoint = lifecycle_k6(LIFECYCLE, WANT="other")
+    k6_client.put_setup_all([endpoint], '{"token":"put"}')
+
+    error = k6_client.run_teardown(endpoint, timeout=30)
+
+    assert error is not None and error.startswith('Error: teardown got {"token":"put"}'), error
+
+
+def test_real_k6_without_setup_gives_no_data_and_its_vus_see_undefined(lifecycle_k6):
+    proc, endpoint = lifecycle_k6(NO_LIFECYCLE)
+
+    answer = k6_client.run_setup(endpoint, timeout=30)
+    errors = k6_client.put_setup_all([endpoint], answer.data)
+
+    assert answer == k6_client.SetupAnswer(data=None)
+    assert errors == {endpoint: None}
+    _resume(endpoint)
+    assert proc.wait(timeout=30) == EXIT_OK  # exit 108 if the VU had seen anything defined
+
+
+def test_setup_and_teardown_against_nothing_listening_say_so(dead_endpoint: str):
+    answer = k6_client.run_setup(dead_endpoint, timeout=1)
+    error = k6_client.run_teardown(dead_endpoint, timeout=1)
+    errors = k6_client.put_setup_all([dead_endpoint], "1", timeout=1)
+
+    assert answer.data is None and f"k6 at {dead_endpoint} did not answer" in answer.error
+    assert error is not None and f"k6 at {dead_endpoint} did not answer" in error
+    assert errors[dead_endpoint] is not None and "ConnectError" in errors[dead_endpoint]
