@@ -399,9 +399,16 @@ def test_real_k6_stopped_through_the_api_exits_with_the_stopped_code(paused_k6):
 
 LIFECYCLE = """import exec from 'k6/execution';
 export const options = { vus: 1, iterations: 1 };
-export function setup() { if (__ENV.SETUP_THROWS) throw new Error('no token today'); return { token: 'from-setup' }; }
-export default function (data) { if (!data || data.token !== __ENV.WANT) exec.test.abort('wrong data'); }
-export function teardown(data) { if (data.token !== __ENV.WANT) throw new Error('teardown got ' + JSON.stringify(data)); }
+export function setup() {
+  if (__ENV.SETUP_THROWS) throw new Error('no token today');
+  return { token: 'from-setup' };
+}
+export default function (data) {
+  if (!data || data.token !== __ENV.WANT) exec.test.abort('wrong data');
+}
+export function teardown(data) {
+  if (data.token !== __ENV.WANT) throw new Error('teardown got ' + JSON.stringify(data));
+}
 """
 NO_LIFECYCLE = """import exec from 'k6/execution';
 export const options = { vus: 1, iterations: 1 };
@@ -422,7 +429,10 @@ def lifecycle_k6(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Pope
         argv = [binary, "run", "--paused", "--no-setup", "--no-teardown", "--no-usage-report"]
         argv += ["--address", endpoint, *(f"-e{k}={v}" for k, v in env.items()), "life.js"]
         proc = subprocess.Popen(
-            argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            argv,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         started.append(proc)
