@@ -1,8 +1,9 @@
 """What k6 itself says about a script: its options as `k6 inspect` prints them.
 
-Every unit's service runs `k6 inspect` before `k6 run` and keeps the JSON (OPTIONS_FILE); the
-leader reads its own copy to learn the script's thresholds (judged on the whole run, not by each
-unit's k6), its setup/teardown timeouts and whether setup or teardown is switched off.
+Every unit's service runs `k6 inspect --execution-requirements` before `k6 run` and keeps the
+JSON (OPTIONS_FILE); the leader reads its own copy to learn the script's thresholds (judged on the
+whole run, not by each unit's k6), its setup/teardown timeouts, whether setup or teardown is
+switched off, and how long the whole test may last.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class ScriptOptions:
     teardown_timeout_s: float = DEFAULT_TEARDOWN_TIMEOUT_S
     no_setup: bool = False
     no_teardown: bool = False
+    total_duration_s: float | None = None  # the whole test at most (k6's execution requirements)
+    max_vus: int | None = None
 
     @property
     def aborts(self) -> tuple[ScriptThreshold, ...]:
@@ -129,12 +132,19 @@ def parse_options(text: str) -> ScriptOptions:
         teardown = duration_seconds(options.get("teardownTimeout"), DEFAULT_TEARDOWN_TIMEOUT_S)
     except ValueError as e:
         raise ValueError(f"setupTimeout/teardownTimeout: {e}") from None
+    try:
+        total = duration_seconds(options.get("totalDuration"), -1.0)
+    except ValueError as e:
+        raise ValueError(f"totalDuration: {e}") from None
+    max_vus = options.get("maxVUs")
     return ScriptOptions(
         thresholds=tuple(thresholds),
         setup_timeout_s=setup,
         teardown_timeout_s=teardown,
         no_setup=options.get("noSetup") is True,
         no_teardown=options.get("noTeardown") is True,
+        total_duration_s=None if total < 0 else total,
+        max_vus=max_vus if isinstance(max_vus, int) and not isinstance(max_vus, bool) else None,
     )
 
 

@@ -29,7 +29,11 @@ def inspect(tmp_path: Path, script: str) -> str:
     """What the real `k6 inspect` prints for `script`."""
     (tmp_path / "s.js").write_text(script)
     done = subprocess.run(
-        [real_k6(), "inspect", "s.js"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [real_k6(), "inspect", "--execution-requirements", "s.js"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -49,12 +53,27 @@ def test_options_of_a_real_k6_inspect_give_every_threshold_and_the_timeouts(tmp_
     )
     assert (options.setup_timeout_s, options.teardown_timeout_s) == (90.0, 2.5)
     assert (options.no_setup, options.no_teardown) == (False, True)
+    assert (options.total_duration_s, options.max_vus) == (630.0, 2)  # maxDuration 10m + gracefulStop 30 s
+
+
+def test_the_execution_requirements_give_the_longest_the_test_may_last(tmp_path):
+    script = "export const options = { vus: 3, duration: '30s' };\nexport default function () {}\n"
+
+    options = k6_script.parse_options(inspect(tmp_path, script))
+
+    assert (options.total_duration_s, options.max_vus) == (60.0, 3)  # 30 s + gracefulStop 30 s
 
 
 def test_a_script_without_options_gets_k6s_defaults(tmp_path):
     options = k6_script.parse_options(inspect(tmp_path, "export default function () {}\n"))
 
-    assert options == ScriptOptions(thresholds=(), setup_timeout_s=60.0, teardown_timeout_s=60.0)
+    assert options == ScriptOptions(
+        thresholds=(),
+        setup_timeout_s=60.0,
+        teardown_timeout_s=60.0,
+        total_duration_s=630.0,  # 1 iteration: maxDuration 10m + gracefulStop 30 s
+        max_vus=1,
+    )
 
 
 def test_a_real_k6_inspect_of_a_syntax_error_exits_107(tmp_path):
