@@ -53,7 +53,7 @@ def test_options_of_a_real_k6_inspect_give_every_threshold_and_the_timeouts(tmp_
     )
     assert (options.setup_timeout_s, options.teardown_timeout_s) == (90.0, 2.5)
     assert (options.no_setup, options.no_teardown) == (False, True)
-    assert (options.total_duration_s, options.max_vus) == (630.0, 2)  # maxDuration 10m + gracefulStop 30 s
+    assert (options.total_duration_s, options.max_vus) == (630.0, 2)  # 10m + gracefulStop 30 s
 
 
 def test_the_execution_requirements_give_the_longest_the_test_may_last(tmp_path):
