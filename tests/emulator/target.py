@@ -1,4 +1,4 @@
-"""The local load-test target: an HTTP server that records every request (unit, time).
+"""The local load-test target: an HTTP server that records every request (unit, path, time).
 
 Run as its own process (`python -m tests.emulator.target FD`, serving the listening socket its
 parent bound and passed down as FD) so the emulator's work never delays its timestamps;
@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 UNIT_HEADER = "X-K6-Unit"
+TOKEN_HEADER = "X-Token"  # a value the script got from setup(): counted per value
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,13 +31,20 @@ class _Recorder:
         self.by_unit: dict[str, int] = {}
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
+        self.paths: dict[str, dict[str, float]] = {}  # path (no query) -> count, first, last
+        self.tokens: dict[str, int] = {}
 
-    def record(self, unit: str, when: float) -> None:
+    def record(self, unit: str, when: float, path: str = "/", token: str | None = None) -> None:
         with self.lock:
             self.count += 1
             self.by_unit[unit] = self.by_unit.get(unit, 0) + 1
             self.first.setdefault(unit, when)
             self.last[unit] = when
+            seen = self.paths.setdefault(path, {"count": 0, "first": when, "last": when})
+            seen["count"] += 1
+            seen["last"] = when
+            if token is not None:
+                self.tokens[token] = self.tokens.get(token, 0) + 1
 
     def stats(self) -> dict:
         with self.lock:
@@ -45,6 +53,8 @@ class _Recorder:
                 "by_unit": dict(self.by_unit),
                 "first": dict(self.first),
                 "last": dict(self.last),
+                "paths": {p: dict(v) for p, v in self.paths.items()},
+                "tokens": dict(self.tokens),
             }
 
     def reset(self) -> None:
@@ -88,7 +98,9 @@ def _handler(recorder: _Recorder) -> type[BaseHTTPRequestHandler]:
                 recorder.reset()
                 self._answer(200, b"{}")
                 return
-            recorder.record(self.headers.get(UNIT_HEADER, "unknown"), when)
+            path = self.path.split("?", 1)[0]
+            unit = self.headers.get(UNIT_HEADER, "unknown")
+            recorder.record(unit, when, path, self.headers.get(TOKEN_HEADER))
             code = 200
             if self.path.startswith("/status/"):
                 with contextlib.suppress(ValueError):
