@@ -1,0 +1,292 @@
+"""What the leader does once for the whole run: setup() before the release, the abort watcher
+while it runs, teardown() after every unit has ended (docs/k6-semantics.md).
+
+Every unit's k6 runs with `--no-setup --no-teardown --no-thresholds`. The leader runs setup()
+through its own paused k6 and hands the data to every unit (`PUT /v1/setup`); it starts the
+watcher (k6_watch) when the script has abortOnFail thresholds; at the end it runs teardown() in
+a fresh k6 on its own pod with the same data. A hook can fail and be retried by Juju: setup()'s
+data is kept per run in the leader's container, and teardown() is marked as attempted before it
+runs, so neither runs twice for one run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ops
+from charms.k6_k8s.v0.synchronized_task import Run, endpoint_of
+from ops import pebble
+
+import k6_client
+import k6_script
+import k6_watch
+import results
+from k6_script import ScriptOptions, ScriptThreshold
+
+logger = logging.getLogger(__name__)
+
+SETUP_DIR = "setup"  # <workdir>/setup/<run id>.json: setup()'s data for this run
+TEARDOWN_DIR = "teardown"  # <workdir>/teardown/<run id>: teardown() was attempted
+TEARDOWN_SERVICE = "k6-teardown"
+TEARDOWN_PORT = 6566  # the teardown k6's REST API (the run's own k6 has 6565)
+TEARDOWN_READY_S = 60.0  # how long the fresh k6 may take to init before teardown()
+SETUP_DATA_MAX_BYTES = 64 * 1024  # setup()'s data is kept in the run for teardown()
+API_MARGIN_S = 10.0  # the leader waits k6's own setupTimeout/teardownTimeout plus this
+NO_DATA = "undefined"  # setup() returned nothing (or the script has none)
+
+
+@dataclass(frozen=True)
+class WholeRun:
+    """What the leader learnt before the release, kept in the run for everyone after it."""
+
+    thresholds: tuple[ScriptThreshold, ...] = ()
+    setup_unit: str = ""  # who ran setup() ("" : nobody, noSetup)
+    setup_data: str | None = None  # setup()'s data as JSON text (None: undefined)
+    no_teardown: bool = False
+    teardown_timeout_s: float = k6_script.DEFAULT_TEARDOWN_TIMEOUT_S
+    total_duration_s: float | None = None
+
+    @property
+    def aborts(self) -> tuple[ScriptThreshold, ...]:
+        """The abortOnFail thresholds (the watcher's)."""
+        return tuple(t for t in self.thresholds if t.abort_on_fail)
+
+    def to_info(self) -> dict[str, Any]:
+        """JSON for the run record."""
+        return {
+            "thresholds": [
+                [t.metric, t.expression, t.abort_on_fail, t.delay_abort_eval_s]
+                for t in self.thresholds
+            ],
+            "setup_unit": self.setup_unit,
+            "setup_data": self.setup_data,
+            "no_teardown": self.no_teardown,
+            "teardown_timeout_s": self.teardown_timeout_s,
+            "total_duration_s": self.total_duration_s,
+        }
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any] | None) -> WholeRun:
+        """From the run record (a run armed by an older revision has none: all defaults)."""
+        info = info or {}
+        thresholds = tuple(
+            ScriptThreshold(str(m), str(e), bool(a), float(d))
+            for m, e, a, d in info.get("thresholds") or ()
+        )
+        data = info.get("setup_data")
+        total = info.get("total_duration_s")
+        return cls(
+            thresholds=thresholds,
+            setup_unit=str(info.get("setup_unit") or ""),
+            setup_data=data if isinstance(data, str) else None,
+            no_teardown=info.get("no_teardown") is True,
+            teardown_timeout_s=float(
+                info.get("teardown_timeout_s") or k6_script.DEFAULT_TEARDOWN_TIMEOUT_S
+            ),
+            total_duration_s=float(total) if isinstance(total, int | float) else None,
+        )
+
+
+def check_thresholds(thresholds: Sequence[ScriptThreshold]) -> None:
+    """Every threshold of the script is one k6-k8s can judge on the merge.
+
+    Raises:
+        ValueError: the first one it cannot, named.
+    """
+    for threshold in thresholds:
+        try:
+            results.parse_thresholds(str(threshold))
+        except ValueError as e:
+            raise ValueError(
+                f"the script's threshold '{threshold}' cannot be judged: {e}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What setup() gave: its data (JSON text or None), or why the run cannot start."""
+
+    data: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Teardown:
+    """Whether teardown() ran, and how it went."""
+
+    ran: bool
+    unit: str = ""
+    error: str = ""
+    why_not: str = ""  # when it did not run
+
+    def to_info(self) -> dict[str, Any]:
+        """For the last-run record."""
+        info: dict[str, Any] = {"ran": self.ran, "unit": self.unit}
+        if self.error:
+            info["error"] = self.error
+        if self.why_not:
+            info["why_not"] = self.why_not
+        return info
+
+
+class WholeRunSteps:
+    """The leader's once-per-run steps, in its own workload container."""
+
+    def __init__(self, container: ops.Container, unit_name: str, workdir: str):
+        self.container = container
+        self.unit_name = unit_name
+        self.workdir = workdir
+
+    # ------------------------------------------------------------ before the release
+
+    def options(self) -> ScriptOptions:
+        """The script's options as this unit's `k6 inspect` printed them when it armed.
+
+        Raises:
+            ValueError: no options (the file is gone or unreadable).
+        """
+        try:
+            text = self.container.pull(f"{self.workdir}/{k6_script.OPTIONS_FILE}").read()
+        except pebble.PathError as e:
+            raise ValueError(f"k6 inspect's output is missing: {e.message}") from None
+        return k6_script.parse_options(text)
+
+    def setup(self, run: Run, options: ScriptOptions, endpoints: Mapping[str, str]) -> Setup:
+        """setup() once on this unit's paused k6, its data to every unit's k6."""
+        cached = self._cached_setup(run.run_id)
+        if cached is not None:
+            data = None if cached == NO_DATA else cached
+        else:
+            mine = endpoints.get(self.unit_name)
+            if mine is None:
+                return Setup(error=f"{self.unit_name} has no k6 endpoint for setup()")
+            answer = k6_client.run_setup(mine, options.setup_timeout_s + API_MARGIN_S)
+            if answer.error:
+                return Setup(error=f"setup() failed on {self.unit_name}: {answer.error}")
+            data = answer.data
+            if data is not None and len(data.encode()) > SETUP_DATA_MAX_BYTES:
+                return Setup(
+                    error=f"setup() returned {len(data.encode()) // 1024} KiB of data; k6-k8s "
+                    f"carries at most {SETUP_DATA_MAX_BYTES // 1024} KiB to every unit and to "
+                    "teardown(): return less (e.g. ids, not whole records)"
+                )
+            self._cache_setup(run.run_id, NO_DATA if data is None else data)
+        if data is not None:
+            errors = k6_client.put_setup_all(list(endpoints.values()), data)
+            failed = {e: why for e, why in errors.items() if why}
+            if failed:
+                where = "; ".join(f"{e}: {why}" for e, why in failed.items())
+                return Setup(error=f"setup()'s data did not reach every unit: {where}")
+        return Setup(data=data)
+
+    def _setup_path(self, run_id: str) -> str:
+        return f"{self.workdir}/{SETUP_DIR}/{run_id}.json"
+
+    def _cached_setup(self, run_id: str) -> str | None:
+        try:
+            return self.container.pull(self._setup_path(run_id)).read()
+        except pebble.PathError:
+            return None
+
+    def _cache_setup(self, run_id: str, text: str) -> None:
+        self.container.remove_path(f"{self.workdir}/{SETUP_DIR}", recursive=True)
+        self.container.push(self._setup_path(run_id), text, make_dirs=True)
+
+    # ------------------------------------------------------------ while it runs
+
+    def start_watcher(
+        self, run: Run, whole: WholeRun, endpoints: Mapping[str, str], layer: pebble.LayerDict
+    ) -> None:
+        """Start the abort watcher (when the script has abortOnFail thresholds)."""
+        self.container.push(
+            f"{self.workdir}/{k6_watch.SCRIPT_FILE}", k6_watch.SOURCE.read_text(), make_dirs=True
+        )
+        self.container.remove_path(f"{self.workdir}/{k6_watch.LOG_FILE}", recursive=True)
+        self.container.add_layer(k6_watch.SERVICE, layer, combine=True)
+        self.container.restart(k6_watch.SERVICE)
+        logger.info("run %s: watching %d abort threshold(s)", run.run_id, len(whole.aborts))
+
+    def watcher_trip(self) -> k6_watch.Trip | None:
+        """The watcher's trip, if it logged one."""
+        try:
+            log = self.container.pull(f"{self.workdir}/{k6_watch.LOG_FILE}").read()
+        except pebble.PathError:
+            return None
+        return k6_watch.read_trip(log)
+
+    def stop_service(self, name: str) -> None:
+        """Stop a helper service if it runs (the watcher, the teardown k6)."""
+        try:
+            if self.container.get_service(name).is_running():
+                self.container.stop(name)
+        except (ops.ModelError, pebble.APIError, pebble.ChangeError) as e:
+            logger.info("could not stop %s: %s", name, e)
+
+    # ------------------------------------------------------------ after the last end
+
+    def teardown(
+        self, run: Run, whole: WholeRun, address: str, layer: pebble.LayerDict
+    ) -> Teardown:
+        """teardown() once, in a fresh k6 on this pod, with setup()'s data."""
+        mark = f"{self.workdir}/{TEARDOWN_DIR}/{run.run_id}"
+        if self.container.exists(mark):
+            return Teardown(
+                ran=False,
+                unit=self.unit_name,
+                why_not="an earlier attempt on this unit was interrupted; not run again",
+            )
+        self.container.remove_path(f"{self.workdir}/{TEARDOWN_DIR}", recursive=True)
+        self.container.push(mark, "", make_dirs=True)
+        endpoint = endpoint_of(address, TEARDOWN_PORT)
+        try:
+            self.container.add_layer(TEARDOWN_SERVICE, layer, combine=True)
+            self.container.restart(TEARDOWN_SERVICE)
+            status = k6_client.wait_ready(endpoint, TEARDOWN_READY_S)
+            if status is None or not status.ready:
+                return Teardown(True, self.unit_name, error="the teardown k6 did not start")
+            if whole.setup_data is not None:
+                put = k6_client.put_setup_all([endpoint], whole.setup_data)[endpoint]
+                if put:
+                    return Teardown(True, self.unit_name, error=f"setup()'s data: {put}")
+            error = k6_client.run_teardown(endpoint, whole.teardown_timeout_s + API_MARGIN_S)
+            return Teardown(True, self.unit_name, error=error or "")
+        except pebble.ChangeError as e:
+            return Teardown(True, self.unit_name, error=f"the teardown k6 did not start: {e.err}")
+        finally:
+            self.stop_service(TEARDOWN_SERVICE)
+
+
+def teardown_argv(script: str, environment: Mapping[str, str], address: str) -> list[str]:
+    """The fresh k6 that runs teardown(): paused, one VU, no setup, no thresholds, no summary."""
+    argv = ["k6", "run", "--paused", "--no-setup", "--no-teardown", "--no-thresholds"]
+    argv += ["--no-summary", "--no-usage-report", "--vus", "1", "--iterations", "1"]
+    argv += ["--address", endpoint_of(address, TEARDOWN_PORT)]
+    for key, value in environment.items():
+        argv += ["-e", f"{key}={value}"]
+    return [*argv, script]
+
+
+def teardown_command(script: str, environment: Mapping[str, str], address: str) -> str:
+    """The teardown k6 as one shell-quoted Pebble command."""
+    return shlex.join(teardown_argv(script, environment, address))
+
+
+def watch_plan_env(
+    whole: WholeRun, endpoints: Mapping[str, str], started: float
+) -> dict[str, str]:
+    """The watcher service's environment: its plan."""
+    plan = k6_watch.plan(whole.aborts, endpoints, started, whole.total_duration_s)
+    return {k6_watch.PLAN_ENV: json.dumps(plan, separators=(",", ":"))}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the leader's end-of-run steps add to the record."""
+
+    info: Mapping[str, Any] = field(default_factory=dict)
+    failures: tuple[str, ...] = ()
