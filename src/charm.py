@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +18,10 @@ from charms.k6_k8s.v0.synchronized_task import (
     PASSED,
     RUNNING,
     STOPPING,
-    Aggregate,
     ApiRelease,
     Run,
     SynchronizedTask,
     TaskRefused,
-    UnitReport,
 )
 
 import cos
@@ -100,7 +97,7 @@ class K6Charm(ops.CharmBase):
             container=CONTAINER,
             notice_key=NOTICE_KEY,
             release=ApiRelease(port=k6_client.PORT),
-            aggregate=self._aggregate,
+            aggregate=results.aggregate_run,
             clock=lambda: time.time(),
         )
         on = self.on
@@ -149,24 +146,6 @@ class K6Charm(ops.CharmBase):
             for relation in self.model.relations[endpoint]
             for unit in relation.units
         ]
-
-    def _aggregate(self, run: Run, reports: Mapping[str, UnitReport], ended: float) -> Aggregate:
-        """Merge the units' k6 summaries; judge the run's global thresholds on the merge."""
-        summaries = {p: (r.result or {}).get("summary") for p, r in reports.items()}
-        started = run.started
-        thresholds = results.parse_thresholds(str(run.info.get("thresholds", "")))
-        merged = results.aggregate(summaries, ended - started if started else None, thresholds)
-        failures = results.evaluate(merged, thresholds)
-        lines = {
-            p: {**results.unit_line(summaries[p]), "report": bool((r.result or {}).get("report"))}
-            for p, r in reports.items()
-        }
-        return Aggregate(
-            data=merged,
-            failures=["thresholds failed: " + "; ".join(failures)] if failures else [],
-            lines=lines,
-            headline=results.headline(merged),
-        )
 
     def _on_dashboard_event(self, _: ops.EventBase) -> None:
         """Leader: publish the bundled Grafana dashboard on every grafana-dashboard relation."""
