@@ -10,7 +10,7 @@ from ops import testing
 
 import sources
 from k6_workload import SERVICE
-from tests.unit.test_charm import (
+from tests.support.k6_charm_states import (
     PAYLOAD,
     SCRIPT,
     app_data,

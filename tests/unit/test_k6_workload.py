@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from charms.k6_k8s.v0.synchronized_task import PEBBLE, Share, done_notice_comman
 import k6_client
 import k6_workload
 import results
-from tests.unit.test_k6_client import kill_group, real_k6
+from tests.emulator.target import free_port
+from tests.support.processes import kill_group, real_k6
 
 PREFIX = "trap 'true' TERM; "
 AFTER_K6 = "; code=$?; "
@@ -370,23 +370,14 @@ def test_change_error_text_is_the_failed_tasks_line(err: str, text: str):
 # ============================================================ the real k6
 
 
-def free_loopback_address_for_the_fixed_port() -> str:
-    """A 127.0.x.y address where port 6565 is free (the command always uses k6_client.PORT)."""
-    for third in range(40, 60):
-        for fourth in range(2, 250, 7):
-            address = f"127.0.{third}.{fourth}"
-            with socket.socket() as sock:
-                try:
-                    sock.bind((address, k6_client.PORT))
-                except OSError:
-                    continue
-            return address
-    pytest.skip(f"no loopback address with port {k6_client.PORT} free")
-
-
 @pytest.fixture
-def service_command_with_real_k6(tmp_path: Path, fake_bin: FakeBin):
+def service_command_with_real_k6(
+    tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch
+):
     """A participant's real service command (only pebble faked): segment 1/3:2/3, 10 iterations.
+
+    The command puts k6's API on `k6_client.PORT` (6565 in a pod); here that is a free port, so
+    two test runs on one machine never meet.
 
     k6 splits shared iterations along the VUs: 3 VUs → one per segment → [4, 3, 3] (measured;
     with 2 VUs it is [5, 5, 0], with 5 VUs [4, 4, 2]).
@@ -402,7 +393,8 @@ def service_command_with_real_k6(tmp_path: Path, fake_bin: FakeBin):
         "}\n"
         "export default function () {}\n"
     )
-    address = free_loopback_address_for_the_fixed_port()
+    address = "127.0.0.1"
+    monkeypatch.setattr(k6_client, "PORT", free_port(address))
     command = k6_workload.RunCommand(
         script="tests/split.js",
         run_id="r-real",
