@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import k6_workload
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
 # `unit/test_charm.py::test_x`, `e2e/test_faults.py::test_y`, `tests/unit/...`; an emu/k8s
@@ -69,3 +71,14 @@ def test_the_citation_check_sees_the_citations():
         "test_nothing_serves_the_k6_port_on_the_service_address",
     ) in cited
     assert len(cited) > 30
+
+
+def test_the_protocol_gives_the_arm_wait_the_workload_uses():
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    diagram = re.findall(r"until status 4 \(<= (\d+) s\)", text)
+    steps = re.findall(r"for up to (\d+) s \(`k6_workload.ARM_WAIT_SECONDS`\)", text)
+    recheck = re.findall(r"probes again for (\d+) s \(`Recheck`\)", text)
+
+    assert diagram and steps and recheck
+    assert {float(s) for s in diagram + steps} == {k6_workload.ARM_WAIT_SECONDS}
+    assert {float(s) for s in recheck} == {k6_workload.RECHECK_WAIT_SECONDS}
