@@ -994,6 +994,33 @@ def test_armed_k6_without_cos_relations_has_no_metrics_or_log_output(tmp_path, f
     assert "K6_PROMETHEUS_RW_SERVER_URL" not in environment
 
 
+@pytest.mark.parametrize(
+    ("endpoint_name", "provided"),
+    [
+        ("send-remote-write", {"remote_write": json.dumps({"url": "http://prom:9090/w"})}),
+        ("logging", {"endpoint": json.dumps({"url": "http://loki:3100/loki/api/v1/push"})}),
+    ],
+)
+def test_cos_consumer_relations_get_nothing_written(tmp_path, endpoint_name, provided):
+    # What the providers read from a consumer is alert rules (and, for Loki, the `metadata`
+    # naming their topology). The official prometheus_remote_write consumer writes
+    # `alert_rules` only when the charm has rules; the loki_push_api consumer writes `{}` and
+    # the Loki provider skips a relation whose rules are `{}` or absent (prometheus-k8s
+    # 006ef5be, loki-k8s 03bb7612). k6 has no rules: it writes nothing, as the libraries would.
+    relation = testing.Relation(endpoint_name, remote_units_data={0: provided})
+    context = ctx()
+    st = state(tmp_path, relations={peers(others={}), relation})
+
+    for event in (
+        context.on.relation_joined(relation, remote_unit=0),
+        context.on.relation_changed(relation, remote_unit=0),
+    ):
+        out = context.run(event, st)
+
+        written = out.get_relation(relation.id)
+        assert (written.local_app_data, written.local_unit_data) == ({}, relation.local_unit_data)
+
+
 # ------------------------------------------------------------------ grafana dashboard
 
 
