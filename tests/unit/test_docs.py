@@ -82,3 +82,32 @@ def test_the_protocol_gives_the_arm_wait_the_workload_uses():
     assert diagram and steps and recheck
     assert {float(s) for s in diagram + steps} == {k6_workload.ARM_WAIT_SECONDS}
     assert {float(s) for s in recheck} == {k6_workload.RECHECK_WAIT_SECONDS}
+
+
+def _layout() -> str:
+    """The README's "Development" layout block."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Development") :]
+    return section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n") + 4)]
+
+
+def test_every_path_the_readme_layout_names_exists():
+    named = re.findall(
+        r"(?<![\w/])((?:lib|src|tests|examples|docs|bench|\.ci)/[\w./-]*)", _layout()
+    )
+
+    assert len(named) > 15
+    assert [path for path in named if not (ROOT / path).exists()] == []
+
+
+def test_the_readme_layout_names_every_module_library_and_test_level():
+    layout = _layout()
+    tree = [
+        *(ROOT / "src").glob("*.py"),
+        *(ROOT / "lib").rglob("*.py"),
+        *(p for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"),
+    ]
+
+    unnamed = [str(p.relative_to(ROOT)) for p in tree if str(p.relative_to(ROOT)) not in layout]
+
+    assert unnamed == []
