@@ -158,6 +158,12 @@ class K6Charm(ops.CharmBase):
     # ------------------------------------------------------------ actions
 
     def _refuse_unless_leader(self, event: ops.ActionEvent, action: str) -> bool:
+        """Refuse a leader-only action, naming the command that works.
+
+        The library refuses a non-leader's start and stop as well; this check stays because it
+        is the same for all three actions (`results` is not the library's), with the hint the
+        user needs, and comes before the parameters are parsed.
+        """
         if self.unit.is_leader():
             return False
         event.fail(LEADER_ONLY.format(app=self.app.name, action=action))
@@ -168,16 +174,6 @@ class K6Charm(ops.CharmBase):
         if self._refuse_unless_leader(event, "start"):
             return
         params = event.load_params(StartParams, errors="fail")
-        if self.task.relation is None:
-            event.fail("the peer relation is not ready yet; retry in a moment")
-            return
-        active = self.task.run
-        if active is not None:
-            event.fail(
-                f"run {active.run_id} is already active ({active.phase}); "
-                f"stop it first: juju run {self.app.name}/leader stop"
-            )
-            return
         config = self._config()
         if config is None:
             event.fail("the charm config is invalid; see `juju status` and fix it first")
@@ -202,8 +198,10 @@ class K6Charm(ops.CharmBase):
             run = self.task.start(
                 payload, info=info, arm_timeout=config.arm_timeout, expected_s=script.expected_s
             )
-        except TaskRefused as e:
-            event.fail(str(e))
+        except TaskRefused as e:  # no peer relation yet, or a run already active
+            active = self.task.run
+            hint = f"; stop it first: juju run {self.app.name}/leader stop" if active else ""
+            event.fail(f"{e}{hint}")
             return
         event.log(f"run {run.run_id}: armed on {len(run.participants)} unit(s) so far")
         self._report_start(event, run)
