@@ -177,9 +177,11 @@ def _pins(path: Path) -> dict[str, str]:
 
 def _imported_distributions() -> set[str]:
     """The distributions whose modules src/ and lib/ import (the standard library aside)."""
-    local = {path.stem for path in (ROOT / "src").glob("*.py")} | {"charms", "__future__"}
+    src = ROOT / "src"
+    packages = {path.parent.name for path in src.glob("*/__init__.py")}
+    local = {path.stem for path in src.glob("*.py")} | packages | {"charms", "__future__"}
     modules: set[str] = set()
-    for path in [*(ROOT / "src").glob("*.py"), *(ROOT / "lib").rglob("*.py")]:
+    for path in [*src.rglob("*.py"), *(ROOT / "lib").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 modules |= {alias.name.split(".")[0] for alias in node.names}
