@@ -3,7 +3,7 @@
 For each N: N per-unit compact summaries made from one real k6 summary export, then exactly what
 the charm writes for a run: each unit's databag (its UnitReport with the k6 result), the app
 databag's run (Run with N participants and their release times) and the last-run record (the
-library's `last_run_record` over `K6Charm._aggregate`), all encoded by ops' own
+library's `last_run_record` over `results.aggregate_run`), all encoded by ops' own
 `Relation.save`; and the leader's merge time (`results.aggregate` over the N summaries). A
 cross-check runs the real charm's finishing hook (ops.testing) on the same inputs and compares
 the last-run record it writes with the one computed here, byte for byte.
@@ -222,13 +222,6 @@ def save_app(data: task.AppData) -> dict[str, str]:
     return task.app_databag(data)  # the library's own encoding
 
 
-def charm_aggregate(
-    run: task.Run, reports: Mapping[str, task.UnitReport], ended: float
-) -> task.Aggregate:
-    """The charm's aggregate callback (`K6Charm._aggregate` uses nothing of the charm object)."""
-    return K6Charm._aggregate(None, run, reports, ended)  # type: ignore[arg-type]
-
-
 def endpoint(index: int) -> str:
     """A pod IP and the k6 API port, as a unit publishes it."""
     return task.endpoint_of(f"10.1.{index // 250}.{index % 250 + 2}", k6_client.PORT)
@@ -290,7 +283,7 @@ def fleet(n: int, compacts: Sequence[dict[str, Any]], base: float) -> Fleet:
 def finish(f: Fleet) -> tuple[task.LastRun, dict[str, str]]:
     """The leader's finish: read every unit's report, aggregate, record, write the app databag."""
     reports = {p: loaded(task.UnitReport, f.unit_databags[p]) for p in f.run.participants}
-    aggregate = charm_aggregate(f.run, reports, f.ended)
+    aggregate = results.aggregate_run(f.run, reports, f.ended)
     record = task.last_run_record(f.run, reports, (), f.ended, aggregate)
     return record, save_app(task.AppData(run=None, payload=None, last_run=record))
 
@@ -552,7 +545,7 @@ def _report(
         "exit code, error, `result` = {summary: compact, report: path}); "
         "app run bytes: the `run` key while the run is running (N participants, their release "
         "[sent, acked] times); last_run bytes: the `last_run` key the leader writes when every "
-        "unit has reported (`last_run_record` over `K6Charm._aggregate`); merge ms: "
+        "unit has reported (`last_run_record` over `results.aggregate_run`); merge ms: "
         f"`results.aggregate` over the N summaries (median of {MERGE_REPETITIONS}, each in a "
         "quiet moment: no more runnable tasks than CPUs, waited for up to 3 s); leader's "
         "finish ms: decoding the N unit databags (ops' `Relation.load`), the charm's aggregate "

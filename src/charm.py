@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +18,10 @@ from charms.k6_k8s.v0.synchronized_task import (
     PASSED,
     RUNNING,
     STOPPING,
-    Aggregate,
     ApiRelease,
     Run,
     SynchronizedTask,
     TaskRefused,
-    UnitReport,
 )
 
 import cos
@@ -100,7 +97,7 @@ class K6Charm(ops.CharmBase):
             container=CONTAINER,
             notice_key=NOTICE_KEY,
             release=ApiRelease(port=k6_client.PORT),
-            aggregate=self._aggregate,
+            aggregate=results.aggregate_run,
             clock=lambda: time.time(),
         )
         on = self.on
@@ -150,24 +147,6 @@ class K6Charm(ops.CharmBase):
             for unit in relation.units
         ]
 
-    def _aggregate(self, run: Run, reports: Mapping[str, UnitReport], ended: float) -> Aggregate:
-        """Merge the units' k6 summaries; judge the run's global thresholds on the merge."""
-        summaries = {p: (r.result or {}).get("summary") for p, r in reports.items()}
-        started = run.started
-        thresholds = results.parse_thresholds(str(run.info.get("thresholds", "")))
-        merged = results.aggregate(summaries, ended - started if started else None, thresholds)
-        failures = results.evaluate(merged, thresholds)
-        lines = {
-            p: {**results.unit_line(summaries[p]), "report": bool((r.result or {}).get("report"))}
-            for p, r in reports.items()
-        }
-        return Aggregate(
-            data=merged,
-            failures=["thresholds failed: " + "; ".join(failures)] if failures else [],
-            lines=lines,
-            headline=results.headline(merged),
-        )
-
     def _on_dashboard_event(self, _: ops.EventBase) -> None:
         """Leader: publish the bundled Grafana dashboard on every grafana-dashboard relation."""
         if not self.unit.is_leader():
@@ -179,6 +158,12 @@ class K6Charm(ops.CharmBase):
     # ------------------------------------------------------------ actions
 
     def _refuse_unless_leader(self, event: ops.ActionEvent, action: str) -> bool:
+        """Refuse a leader-only action, naming the command that works.
+
+        The library refuses a non-leader's start and stop as well; this check stays because it
+        is the same for all three actions (`results` is not the library's), with the hint the
+        user needs, and comes before the parameters are parsed.
+        """
         if self.unit.is_leader():
             return False
         event.fail(LEADER_ONLY.format(app=self.app.name, action=action))
@@ -189,16 +174,6 @@ class K6Charm(ops.CharmBase):
         if self._refuse_unless_leader(event, "start"):
             return
         params = event.load_params(StartParams, errors="fail")
-        if self.task.relation is None:
-            event.fail("the peer relation is not ready yet; retry in a moment")
-            return
-        active = self.task.run
-        if active is not None:
-            event.fail(
-                f"run {active.run_id} is already active ({active.phase}); "
-                f"stop it first: juju run {self.app.name}/leader stop"
-            )
-            return
         config = self._config()
         if config is None:
             event.fail("the charm config is invalid; see `juju status` and fix it first")
@@ -223,8 +198,10 @@ class K6Charm(ops.CharmBase):
             run = self.task.start(
                 payload, info=info, arm_timeout=config.arm_timeout, expected_s=script.expected_s
             )
-        except TaskRefused as e:
-            event.fail(str(e))
+        except TaskRefused as e:  # no peer relation yet, or a run already active
+            active = self.task.run
+            hint = f"; stop it first: juju run {self.app.name}/leader stop" if active else ""
+            event.fail(f"{e}{hint}")
             return
         event.log(f"run {run.run_id}: armed on {len(run.participants)} unit(s) so far")
         self._report_start(event, run)

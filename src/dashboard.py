@@ -81,9 +81,3 @@ def dashboard_databag(charm_name: str, directory: Path = DASHBOARDS_DIR) -> dict
     digest = json.dumps(templates, sort_keys=True)
     data = {"templates": templates, "uuid": str(uuid.uuid5(uuid.NAMESPACE_OID, digest))}
     return {DATABAG_KEY: json.dumps(data)}
-
-
-def decode(databag: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """The dashboards in a provider databag, decompressed, by id (what Grafana's side reads)."""
-    templates = json.loads(databag[DATABAG_KEY])["templates"]
-    return {k: json.loads(LZMABase64.decompress(t["content"])) for k, t in templates.items()}

@@ -190,7 +190,7 @@ class K6Workload(Workload):
         """This unit's compact k6 summary and the path of its HTML report."""
         return {"summary": self._summary(), "report": self._report_path()}
 
-    def _summary(self) -> dict[str, Any] | None:
+    def _summary(self) -> results.CompactSummary | None:
         try:
             text = self.container.pull(f"{WORKDIR}/{SUMMARY_FILE}").read()
             return results.compact(json.loads(text))

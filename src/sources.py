@@ -5,19 +5,20 @@ Every input is validated here and refused with a message a user can act on (Valu
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from charms.k6_k8s.v0.k6_test import ProvidedTests
+# The k6_tests library's rules are this charm's for every source: the same size limit, test
+# names and environment variable names.
+from charms.k6_k8s.v0.k6_test import (
+    ENV_KEY_RE,
+    MAX_SCRIPT_BYTES,
+    ProvidedTests,
+    check_test_name,
+)
 
-MAX_SCRIPT_BYTES = 256 * 1024
-MAX_NAME_LENGTH = 128
 CONFIG_TEST_NAME = "load-test.js"
 INLINE_TEST_NAME = "inline.js"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -30,35 +31,22 @@ class Script:
     environment: Mapping[str, str] = field(default_factory=dict)
     expected_s: float | None = None  # how long it runs, where the charm knows it
 
-    @property
-    def sha256(self) -> str:
-        """Digest of the exact bytes every unit runs."""
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-
-def validate_test_name(name: str) -> str:
-    """A test name must be a plain file name: no path separators, no '..', bounded length."""
-    if not name:
-        raise ValueError("test name is empty")
-    if len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"test name is longer than {MAX_NAME_LENGTH} characters")
-    if name in {".", ".."} or ".." in name or not _NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"test name {name!r} is not a plain file name (letters, digits, '_', '-', '.')"
-        )
-    return name
-
 
 def validate_script(text: str, what: str = "script") -> str:
-    """Refuse empty or oversized scripts."""
-    if not text.strip():
-        raise ValueError(f"{what} is empty")
+    """Refuse an oversized script, then what `runnable` refuses."""
     size = len(text.encode())
     if size > MAX_SCRIPT_BYTES:
         raise ValueError(
             f"{what} is {size} bytes; the limit is {MAX_SCRIPT_BYTES} bytes "
             f"({MAX_SCRIPT_BYTES // 1024} KiB)"
         )
+    return runnable(text, what)
+
+
+def runnable(text: str, what: str) -> str:
+    """Refuse an empty script or a NUL byte: k6 could only fail on them, later."""
+    if not text.strip():
+        raise ValueError(f"{what} is empty")
     if "\x00" in text:
         raise ValueError(f"{what} contains a NUL byte")
     return text
@@ -88,7 +76,7 @@ def parse_environment(text: str) -> dict[str, str]:
     for entry in _split_entries(text):
         key, sep, value = entry.partition("=")
         key = key.strip()
-        if not sep or not _ENV_KEY_RE.fullmatch(key):
+        if not sep or not ENV_KEY_RE.fullmatch(key):
             raise ValueError(f"environment entry {entry!r} is not KEY=VALUE with a valid KEY")
         value = value.strip()
         if "\x00" in value:
@@ -122,7 +110,7 @@ def from_app(
     app: str, test: str, provided: Mapping[str, ProvidedTests], environment: Mapping[str, str]
 ) -> Script:
     """A test a related app provides; the config environment overrides the app's."""
-    validate_test_name(test)
+    check_test_name(test)  # the user's parameter: say why no app could provide such a name
     if app not in provided:
         known = ", ".join(sorted(provided)) or "none"
         raise ValueError(f"no related app {app!r} provides tests (related: {known})")
@@ -132,6 +120,7 @@ def from_app(
     if test not in tests.tests:
         known = ", ".join(sorted(tests.tests)) or "none"
         raise ValueError(f"{app!r} provides no test {test!r} (it provides: {known})")
-    validate_script(tests.tests[test], f"test {test!r} from {app!r}")
+    # parse_provided refused a name, a type or a size the library does not accept: not again
+    runnable(tests.tests[test], f"test {test!r} from {app!r}")
     merged = {**tests.environment, **environment}
     return Script(test, tests.tests[test], f"app:{app}", merged)

@@ -17,9 +17,9 @@ import pytest
 import k6_client
 import k6_workload
 from tests.e2e import scripts
-from tests.e2e.test_run import configure
 from tests.emulator.model import Model, unit_address
 from tests.emulator.target import Target
+from tests.support.emulated_runs import configure
 
 EXIT_STOPPED_API = 103  # k6: stopped through its REST API
 EXIT_SIGTERM = 105  # k6: interrupted by SIGTERM

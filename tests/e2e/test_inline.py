@@ -12,7 +12,7 @@ import yaml
 
 import sources
 from tests.e2e import scripts
-from tests.e2e.test_run import assert_all_idle, run_to_end
+from tests.support.emulated_runs import assert_all_idle, run_to_end
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,8 +13,8 @@ from charms.k6_k8s.v0.synchronized_task import endpoint_of
 import k6_client
 from charm import K6Charm
 from tests.e2e import scripts
-from tests.e2e.test_run import assert_all_idle, configure, run_to_end
 from tests.emulator.model import K8S, PER_UNIT_INGRESS, Model, unit_address
+from tests.support.emulated_runs import assert_all_idle, configure, run_to_end
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import results
-from tests.e2e.test_run import configure, run_to_end
 from tests.emulator.model import Model
+from tests.support.emulated_runs import configure, run_to_end
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,9 +17,9 @@ from ops import testing
 
 import dashboard
 from tests.e2e import scripts
-from tests.e2e.test_run import configure, run_to_end
 from tests.support import loki_receiver
 from tests.support import prometheus as prom
+from tests.support.emulated_runs import configure, run_to_end
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -7,7 +7,7 @@ import pytest
 import cos
 import k6_workload
 from tests.e2e import scripts
-from tests.e2e.test_run import configure, run_to_end
+from tests.support.emulated_runs import configure, run_to_end
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,12 +5,14 @@ Each row of docs/bad-input.md that no other test proved is proved here, at the c
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from ops import testing
 
 import sources
 from k6_workload import SERVICE
-from tests.unit.test_charm import (
+from tests.support.k6_charm_states import (
     PAYLOAD,
     SCRIPT,
     app_data,
@@ -187,7 +189,10 @@ def test_nul_byte_in_environment_config_blocks_the_unit(tmp_path):
             {"script": "x" * (sources.MAX_SCRIPT_BYTES + 1)},
             "the script parameter is 262145 bytes; the limit is 262144 bytes",
         ),
-        ({"app": "webapp", "test": "a" * 129}, "test name is longer than 128 characters"),
+        (
+            {"app": "webapp", "test": "a" * 129},
+            f"test name {'a' * 32!r}... is longer than 128 characters",
+        ),
         ({"app": "webapp", "test": "a..b.js"}, "test name 'a..b.js' is not a plain file name"),
         ({"app": "webapp", "test": "a\x00.js"}, "is not a plain file name"),
         ({"app": "webapp", "test": ".hidden.js"}, "is not a plain file name"),
@@ -209,6 +214,27 @@ def test_nul_byte_in_environment_config_blocks_the_unit(tmp_path):
 )
 def test_bad_start_parameter_fails_the_action_with_the_reason(tmp_path, params, message):
     assert message in start_failure(tmp_path, params)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (" \n", "test 'odd.js' from 'webapp' is empty"),
+        (SCRIPT + "\x00", "test 'odd.js' from 'webapp' contains a NUL byte"),
+    ],
+)
+def test_a_related_apps_test_that_k6_could_not_run_fails_start(tmp_path, text, message):
+    provided = json.dumps({"tests": {"odd.js": text}})
+    webapp = testing.Relation(
+        "receive-k6-tests", remote_app_name="webapp", remote_app_data={"k6": provided}
+    )
+    context = ctx()
+    st = state(tmp_path, relations={peers(others={}), webapp})
+
+    with pytest.raises(testing.ActionFailed) as failure:
+        context.run(context.on.action("start", params={"app": "webapp", "test": "odd.js"}), st)
+
+    assert failure.value.message == message
 
 
 def test_start_with_a_bad_threshold_changes_nothing(tmp_path):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shlex
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,22 +17,35 @@ from charms.k6_k8s.v0.synchronized_task import (
     RUNNING,
     STOPPED_BY_USER,
     STOPPING,
-    Run,
     digest,
 )
 from ops import pebble, testing
 from scenario.mocking import _MockPebbleClient
 
+import k6_client
 import k6_workload
-from charm import K6Charm
-from k6_client import PORT
 from k6_workload import NOTICE_KEY, SERVICE, SUMMARY_FILE, WORKDIR
+from tests.emulator.target import free_port
+from tests.support.k6_charm_states import (
+    ADDRESS,
+    PAYLOAD,
+    SCRIPT,
+    SERVICE_IP,
+    app_data,
+    app_of,
+    container,
+    ctx,
+    endpoint,
+    k6_argv,
+    me_of,
+    participant_gets_done_notice,
+    peers,
+    run_dict,
+    running,
+    state,
+    unit_data,
+)
 
-ADDRESS = "127.0.0.1"  # the unit's pod IP (bind address), where FakeK6 listens
-SERVICE_IP = "10.152.183.7"  # the app's Service ClusterIP: Juju's ingress-address on K8s
-ENDPOINT = f"{ADDRESS}:{PORT}"
-SCRIPT = "export default function () {}"
-PAYLOAD = {"script_name": "load-test.js", "script": SCRIPT, "environment": {}}
 RESUME = {"paused": False}
 STOP = {"stopped": True}
 
@@ -43,7 +54,7 @@ STOP = {"stopped": True}
 
 
 class FakeK6:
-    """Serves k6's /v1/status on 127.0.0.1:6565 and records every PATCH body."""
+    """Serves k6's /v1/status on a free port of ADDRESS and records every PATCH body."""
 
     def __init__(self) -> None:
         self.status = 4
@@ -82,7 +93,8 @@ class FakeK6:
                 outer.patches.append(json.loads(self.rfile.read(length)))
                 self._reply()
 
-        self.server = ThreadingHTTPServer((ADDRESS, PORT), Handler)
+        self.server = ThreadingHTTPServer((ADDRESS, 0), Handler)
+        self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -95,9 +107,19 @@ class FakeK6:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def k6_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """k6's API port in this test: a free one (6565 in a pod), so two test runs never meet."""
+    port = free_port(ADDRESS)
+    monkeypatch.setattr(k6_client, "PORT", port)
+    return port
+
+
 @pytest.fixture
-def fake_k6() -> Iterator[FakeK6]:
+def fake_k6(monkeypatch: pytest.MonkeyPatch, k6_port: int) -> Iterator[FakeK6]:
+    """The unit's k6 API double, on the port the charm dials (bound first: no port race)."""
     fake = FakeK6()
+    monkeypatch.setattr(k6_client, "PORT", fake.port)
     try:
         yield fake
     finally:
@@ -109,128 +131,6 @@ def short_arm_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit waits for its own k6 at most this long in these tests."""
     monkeypatch.setattr(k6_workload, "ARM_WAIT_SECONDS", 0.3)
     monkeypatch.setattr(k6_workload, "RECHECK_WAIT_SECONDS", 0.1)
-
-
-# ------------------------------------------------------------------ state builders
-
-
-def run_dict(**overrides) -> dict:
-    run = Run(
-        run_id="r1",
-        phase=ARMING,
-        participants=("k6/0", "k6/1"),
-        created=1000.0,
-        deadline=9e12,
-        payload_sha256=digest(PAYLOAD),
-        info={"source": "config", "script_name": "load-test.js", "thresholds": ""},
-    ).to_dict()
-    run.update(overrides)
-    return run
-
-
-def app_data(run: dict | None = None, payload: dict | None = None, **extra) -> dict:
-    """The leader's app databag (decoded): an active run and its payload."""
-    return {"run": run or run_dict(), "payload": PAYLOAD if payload is None else payload, **extra}
-
-
-def encode(data: dict) -> dict[str, str]:
-    return {k: json.dumps(v) for k, v in data.items()}
-
-
-def unit_data(**fields) -> dict[str, str]:
-    base = {
-        "endpoint": "",
-        "status": "idle",
-        "run_id": "",
-        "exit_code": None,
-        "error": "",
-        "result": None,
-        "started_at": None,
-    }
-    base.update(fields)
-    return encode(base)
-
-
-def peers(
-    app: dict | None = None,
-    me: dict | None = None,
-    others: dict[int, dict] | None = None,
-    unit: int = 0,
-) -> testing.PeerRelation:
-    """The peer relation seen from unit `unit` (default: the other of k6/0, k6/1 is a peer)."""
-    return testing.PeerRelation(
-        "k6",
-        id=900,
-        local_app_data=encode(app or {}),
-        local_unit_data=me if me is not None else unit_data(),
-        peers_data=others if others is not None else {1 - unit: unit_data()},
-    )
-
-
-def container(tmp_path: Path, can_connect: bool = True, **kwargs) -> testing.Container:
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    return testing.Container(
-        "k6",
-        can_connect=can_connect,
-        mounts={"work": testing.Mount(location=WORKDIR, source=work)},
-        **kwargs,
-    )
-
-
-def running(tmp_path: Path, **kwargs) -> testing.Container:
-    """A container whose k6 service is in the plan and running."""
-    return container(
-        tmp_path,
-        layers={SERVICE: pebble.Layer(k6_workload.layer("k6 run x.js"))},  # type: ignore[arg-type]
-        service_statuses={SERVICE: pebble.ServiceStatus.ACTIVE},
-        **kwargs,
-    )
-
-
-def state(
-    tmp_path: Path,
-    relation: testing.PeerRelation | None = None,
-    leader: bool = True,
-    config: dict | None = None,
-    bind: str = ADDRESS,
-    **kwargs,
-) -> testing.State:
-    network = testing.Network(
-        "k6",
-        bind_addresses=[testing.BindAddress([testing.Address(bind)])],
-        ingress_addresses=[SERVICE_IP],
-    )
-    kwargs.setdefault("containers", {container(tmp_path)})
-    kwargs.setdefault("relations", {relation or peers()})
-    return testing.State(
-        leader=leader,
-        networks={network},
-        config=config if config is not None else {"load-test": SCRIPT},
-        **kwargs,
-    )
-
-
-def ctx(unit_id: int = 0) -> testing.Context:
-    return testing.Context(K6Charm, unit_id=unit_id, app_name="k6")
-
-
-def app_of(out: testing.State) -> dict:
-    return {k: json.loads(v) for k, v in out.get_relation(900).local_app_data.items()}
-
-
-def me_of(out: testing.State) -> dict:
-    return {k: json.loads(v) for k, v in out.get_relation(900).local_unit_data.items()}
-
-
-def k6_argv(out: testing.State) -> list[str]:
-    """The k6 argv inside the service's `/bin/sh -c` line."""
-    command = out.get_container("k6").plan.services[SERVICE].command
-    sh, dash_c, line = shlex.split(command)
-    assert (sh, dash_c) == ("/bin/sh", "-c")
-    prefix, suffix = "trap 'true' TERM; ", "; code=$?; "
-    assert line.startswith(prefix) and suffix in line
-    return shlex.split(line[len(prefix) : line.index(suffix)])
 
 
 # ------------------------------------------------------------------ leader-only actions
@@ -328,7 +228,7 @@ def test_start_arms_leader_and_waits_for_the_others(tmp_path, fake_k6):
         "thresholds": "",
     }
     assert me_of(out)["status"] == BUSY
-    assert me_of(out)["endpoint"] == ENDPOINT
+    assert me_of(out)["endpoint"] == endpoint()
     assert fake_k6.patches == []
     assert out.app_status == testing.MaintenanceStatus("arming 1/2")
     assert out.unit_status == testing.ActiveStatus(f"armed: run {app['run']['run_id']}")
@@ -341,7 +241,7 @@ def test_unit_publishes_its_pod_ip_not_the_shared_ingress_address(tmp_path, fake
 
     out = context.run(context.on.action("start"), state(tmp_path))
 
-    assert me_of(out)["endpoint"] == f"{ADDRESS}:{PORT}"
+    assert me_of(out)["endpoint"] == endpoint()
     assert SERVICE_IP not in json.dumps(app_of(out)) + json.dumps(me_of(out))
 
 
@@ -350,9 +250,9 @@ def test_ipv6_pod_ip_is_published_bracketed(tmp_path):
 
     out = context.run(context.on.action("start"), state(tmp_path, bind="fd00:10:1::5"))
 
-    assert me_of(out)["endpoint"] == f"[fd00:10:1::5]:{PORT}"
+    assert me_of(out)["endpoint"] == endpoint("[fd00:10:1::5]")
     argv = k6_argv(out)
-    assert argv[argv.index("--address") + 1] == f"[fd00:10:1::5]:{PORT}"
+    assert argv[argv.index("--address") + 1] == endpoint("[fd00:10:1::5]")
 
 
 def test_unit_whose_k6_is_still_initializing_reports_pending(tmp_path):
@@ -378,7 +278,7 @@ def test_arming_service_is_one_shot_and_runs_the_pushed_script(tmp_path, fake_k6
     assert service.working_dir == WORKDIR
     assert (tmp_path / "work" / "tests" / "load-test.js").read_text() == SCRIPT
     argv = k6_argv(out)
-    assert argv[:5] == ["k6", "run", "--paused", "--address", ENDPOINT]
+    assert argv[:5] == ["k6", "run", "--paused", "--address", endpoint()]
     assert argv[-1] == "tests/load-test.js"
     assert "--execution-segment" in argv
     assert argv[argv.index("--execution-segment") + 1] == "0:1/2"
@@ -390,7 +290,7 @@ def test_participant_arms_its_own_segment_on_relation_changed(tmp_path, fake_k6)
     relation = peers(
         unit=1,
         app=app_data(),
-        others={0: unit_data(status="busy", run_id="r1", endpoint="127.0.0.9:6565")},
+        others={0: unit_data(status="busy", run_id="r1", endpoint=endpoint("127.0.0.9"))},
     )
 
     out = context.run(
@@ -439,14 +339,14 @@ def test_hostile_environment_value_stays_one_argument(tmp_path, fake_k6):
 
 
 def leader_sees_every_participant_armed(
-    tmp_path, mine: str = ENDPOINT, other: str = ENDPOINT
+    tmp_path, mine: str | None = None, other: str | None = None
 ) -> testing.State:
     """Run the leader's relation-changed from k6/1 when both units are armed for run r1."""
     context = ctx()
     relation = peers(
         app=app_data(),
-        me=unit_data(status="busy", run_id="r1", endpoint=mine),
-        others={1: unit_data(status="busy", run_id="r1", endpoint=other)},
+        me=unit_data(status="busy", run_id="r1", endpoint=mine or endpoint()),
+        others={1: unit_data(status="busy", run_id="r1", endpoint=other or endpoint())},
     )
     st = state(tmp_path, relation, containers={running(tmp_path)})
     return context.run(context.on.relation_changed(relation, remote_unit=1), st)
@@ -463,16 +363,18 @@ def test_leader_releases_everyone_when_the_last_participant_reports_busy(tmp_pat
     assert out.app_status.message.endswith("s")
 
 
-def test_failed_release_aborts_the_run(tmp_path):
-    out = leader_sees_every_participant_armed(tmp_path, "127.0.0.1:1", "127.0.0.1:1")
+def test_failed_release_aborts_the_run(tmp_path, dead_endpoint):
+    out = leader_sees_every_participant_armed(tmp_path, dead_endpoint, dead_endpoint)
 
     run = app_of(out)["run"]
     assert run["phase"] == STOPPING
     assert run["reason"].startswith("release failed: k6/0: connect failed")
 
 
-def test_release_with_one_unreachable_unit_releases_nobody_and_names_it(tmp_path, fake_k6):
-    out = leader_sees_every_participant_armed(tmp_path, other="127.0.0.1:1")
+def test_release_with_one_unreachable_unit_releases_nobody_and_names_it(
+    tmp_path, fake_k6, dead_endpoint
+):
+    out = leader_sees_every_participant_armed(tmp_path, other=dead_endpoint)
 
     run = app_of(out)["run"]
     assert run["phase"] == STOPPING
@@ -536,7 +438,7 @@ def test_leader_aborts_when_a_participant_failed_before_the_start(tmp_path, fake
     context = ctx()
     relation = peers(
         app=app_data(),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={1: unit_data(status="idle", run_id="r1", exit_code=107, error="bad script")},
     )
 
@@ -557,7 +459,7 @@ def test_leader_aborts_on_update_status_after_the_arm_deadline(tmp_path, fake_k6
     context = ctx()
     relation = peers(
         app=app_data(run=run_dict(deadline=1.0)),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={1: unit_data()},
     )
 
@@ -575,8 +477,8 @@ def test_leader_probes_a_participant_that_was_still_initializing_and_releases(tm
     context = ctx()
     relation = peers(
         app=app_data(),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-        others={1: unit_data(status="pending", run_id="r1", endpoint=ENDPOINT)},
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
+        others={1: unit_data(status="pending", run_id="r1", endpoint=endpoint())},
     )
 
     out = context.run(
@@ -589,22 +491,6 @@ def test_leader_probes_a_participant_that_was_still_initializing_and_releases(tm
 
 
 # ------------------------------------------------------------------ done, stale, finish
-
-
-def participant_gets_done_notice(tmp_path, exit_code: str) -> testing.State:
-    """k6/1, busy in running run r1, gets k6's done-notice."""
-    notice = testing.Notice(NOTICE_KEY, last_data={"run_id": "r1", "exit_code": exit_code})
-    cont = container(tmp_path, notices=[notice])
-    relation = peers(
-        unit=1,
-        app=app_data(run=run_dict(phase="running")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-    )
-    context = ctx(1)
-    return context.run(
-        context.on.pebble_custom_notice(cont, notice),
-        state(tmp_path, relation, leader=False, containers={cont}),
-    )
 
 
 def test_done_notice_for_the_current_run_reports_exit_code_and_summary(tmp_path):
@@ -637,7 +523,7 @@ def test_done_notice_with_a_failing_exit_code_blocks_the_unit_naming_it(tmp_path
 def test_done_notice_for_another_run_is_ignored(tmp_path):
     notice = testing.Notice(NOTICE_KEY, last_data={"run_id": "old", "exit_code": "0"})
     cont = running(tmp_path, notices=[notice])
-    me = unit_data(status="busy", run_id="r1", endpoint=ENDPOINT)
+    me = unit_data(status="busy", run_id="r1", endpoint=endpoint())
     relation = peers(unit=1, app=app_data(run=run_dict(phase="running")), me=me)
     context = ctx(1)
 
@@ -656,7 +542,7 @@ def test_leader_finishes_when_every_participant_is_idle(tmp_path):
     released = {"k6/0": [100.0, 100.001], "k6/1": [100.0, 100.003]}
     relation = peers(
         app=app_data(run=run_dict(phase="running", released=released)),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={1: unit_data(status="idle", run_id="r1", exit_code=0)},
     )
     context = ctx()
@@ -679,7 +565,7 @@ def test_unit_whose_k6_vanished_without_notice_reports_it(tmp_path):
     relation = peers(
         unit=1,
         app=app_data(run=run_dict(phase="running")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
     )
     context = ctx(1)
 
@@ -706,8 +592,8 @@ def test_stop_while_running_patches_stop_and_stops_own_service(tmp_path, fake_k6
     cont = running(tmp_path)
     relation = peers(
         app=app_data(run=run_dict(phase="running")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-        others={1: unit_data(status="busy", run_id="r1", endpoint=ENDPOINT)},
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
+        others={1: unit_data(status="busy", run_id="r1", endpoint=endpoint())},
     )
     context = ctx()
 
@@ -727,7 +613,7 @@ def test_stop_while_running_patches_stop_and_stops_own_service(tmp_path, fake_k6
 def test_stop_of_a_single_unit_run_ends_it_in_the_same_hook(tmp_path, fake_k6):
     relation = peers(
         app=app_data(run=run_dict(phase="running", participants=["k6/0"])),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={},
     )
     context = ctx()
@@ -747,7 +633,7 @@ def test_unit_stops_its_k6_when_the_run_goes_stopping(tmp_path):
     relation = peers(
         unit=1,
         app=app_data(run=run_dict(phase="stopping", reason="stopped by user")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
     )
     context = ctx(1)
 
@@ -841,8 +727,8 @@ def test_call_counters_see_the_pebble_and_http_calls_of_an_arm(
     )
 
     assert {"push", "add_layer", "restart_services", "get_services"} <= set(pebble_calls)
-    assert f"httpx GET http://{ENDPOINT}/v1/status" in http_calls
-    assert f"socket.connect {(ADDRESS, PORT)}" in http_calls
+    assert f"httpx GET http://{endpoint()}/v1/status" in http_calls
+    assert f"socket.connect {(ADDRESS, fake_k6.port)}" in http_calls
 
 
 def test_idle_relation_changed_makes_no_pebble_and_no_http_call(
@@ -1106,6 +992,33 @@ def test_armed_k6_without_cos_relations_has_no_metrics_or_log_output(tmp_path, f
     assert "-o" not in argv and "--log-output" not in argv
     environment = out.get_container("k6").plan.services[SERVICE].environment
     assert "K6_PROMETHEUS_RW_SERVER_URL" not in environment
+
+
+@pytest.mark.parametrize(
+    ("endpoint_name", "provided"),
+    [
+        ("send-remote-write", {"remote_write": json.dumps({"url": "http://prom:9090/w"})}),
+        ("logging", {"endpoint": json.dumps({"url": "http://loki:3100/loki/api/v1/push"})}),
+    ],
+)
+def test_cos_consumer_relations_get_nothing_written(tmp_path, endpoint_name, provided):
+    # What the providers read from a consumer is alert rules (and, for Loki, the `metadata`
+    # naming their topology). The official prometheus_remote_write consumer writes
+    # `alert_rules` only when the charm has rules; the loki_push_api consumer writes `{}` and
+    # the Loki provider skips a relation whose rules are `{}` or absent (prometheus-k8s
+    # 006ef5be, loki-k8s 03bb7612). k6 has no rules: it writes nothing, as the libraries would.
+    relation = testing.Relation(endpoint_name, remote_units_data={0: provided})
+    context = ctx()
+    st = state(tmp_path, relations={peers(others={}), relation})
+
+    for event in (
+        context.on.relation_joined(relation, remote_unit=0),
+        context.on.relation_changed(relation, remote_unit=0),
+    ):
+        out = context.run(event, st)
+
+        written = out.get_relation(relation.id)
+        assert (written.local_app_data, written.local_unit_data) == ({}, relation.local_unit_data)
 
 
 # ------------------------------------------------------------------ grafana dashboard

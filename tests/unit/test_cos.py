@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 import cos
 from cos import REPORT_FILE
+
+INTERFACES = Path(__file__).parent / "data" / "interfaces"  # sources: README.md there
+REMOTE_WRITE_SCHEMA = json.loads(
+    (INTERFACES / "prometheus_remote_write/v0/provider.json").read_text()
+)
+LOKI_SCHEMA = json.loads((INTERFACES / "loki_push_api/v1/provider.json").read_text())
+# What Juju itself puts in every unit databag, next to what the provider writes.
+JUJU_KEYS = {
+    "egress-subnets": "10.1.2.3/32",
+    "ingress-address": "10.1.2.3",
+    "private-address": "10.1.2.3",
+}
 
 RW = "http://prometheus-0.prometheus-endpoints:9090/api/v1/write"
 LOKI = "http://loki-0.loki-endpoints:3100/loki/api/v1/push"
@@ -143,6 +157,97 @@ def test_generator_of_databags_is_consumed_once():
     databags = (d for d in [loki("gopher://x"), loki(LOKI)])
 
     assert cos.loki_url(databags) == LOKI
+
+
+# ---------------------------------------------------------------- contracts: what we read
+# A provider unit's databag as the interface's schema describes it (published for
+# prometheus_remote_write; derived from the official library for loki_push_api), and as the
+# official provider libraries write it.
+
+
+def decoded(databag: dict[str, str]) -> dict:
+    """A databag with its JSON-encoded values decoded: what the schemas describe."""
+    return {key: json.loads(value) for key, value in databag.items()}
+
+
+def test_every_example_of_the_published_remote_write_schema_is_read():
+    examples = REMOTE_WRITE_SCHEMA["examples"]
+
+    read = [cos.remote_write_url([{k: json.dumps(v) for k, v in e.items()}]) for e in examples]
+
+    assert examples and read == [e["remote_write"]["url"] for e in examples]
+
+
+def test_the_databag_the_official_remote_write_provider_writes_is_valid_and_read():
+    # PrometheusRemoteWriteProvider._set_endpoint_on_relation (prometheus-k8s, commit
+    # 006ef5be): the unit databag's `remote_write` = json.dumps({"url": scheme://fqdn:port/path})
+    url = "http://prometheus-0.prometheus-endpoints.cos.svc.cluster.local:9090/api/v1/write"
+    written = {"remote_write": json.dumps({"url": url})}
+
+    jsonschema.validate(decoded(written), REMOTE_WRITE_SCHEMA)
+    assert cos.remote_write_url([{**JUJU_KEYS, **written}]) == url
+
+
+@pytest.mark.parametrize(
+    ("value", "schema_valid", "read"),
+    [
+        ({"url": RW}, True, RW),
+        (
+            {"url": "https://cos.example.com/p-0/api/v1/write"},
+            True,
+            "https://cos.example.com/p-0/api/v1/write",
+        ),
+        # valid to the schema (any string), refused here: k6 writes over http(s) only, and a
+        # comma or a space cannot be in a value the charm puts on k6's command line
+        ({"url": "ftp://x:9090/api/v1/write"}, True, None),
+        ({"url": RW + ",x"}, True, None),
+        # refused by the schema and here
+        ({}, False, None),
+        ({"URL": RW}, False, None),
+        ({"url": 9090}, False, None),
+        (RW, False, None),
+        # refused by v0's schema (no other key), read here: a newer provider may add keys
+        ({"url": RW, "headers": {}}, False, RW),
+    ],
+)
+def test_remote_write_data_is_read_as_the_published_schema_says(value, schema_valid, read):
+    databag = {"remote_write": json.dumps(value)}
+
+    valid = jsonschema.Draft7Validator(REMOTE_WRITE_SCHEMA).is_valid(decoded(databag))
+
+    assert (valid, cos.remote_write_url([databag])) == (schema_valid, read)
+
+
+def test_the_databag_the_official_loki_provider_writes_is_valid_and_read():
+    # LokiPushApiProvider (loki-k8s, commit 03bb7612): in each unit databag, `endpoint` =
+    # json.dumps({"url": url.rstrip("/") + "/loki/api/v1/push"}) and `public_address`
+    fqdn = "loki-0.loki-endpoints.cos.svc.cluster.local"
+    url = f"http://{fqdn}:3100/loki/api/v1/push"
+    written = {"endpoint": json.dumps({"url": url}), "public_address": json.dumps(fqdn)}
+
+    jsonschema.validate(decoded(written), LOKI_SCHEMA)
+    assert cos.loki_url([{**JUJU_KEYS, **written}]) == url
+
+
+@pytest.mark.parametrize(
+    ("value", "schema_valid", "read"),
+    [
+        ({"url": LOKI}, True, LOKI),
+        ({"url": LOKI, "tenant": "x"}, True, LOKI),
+        # the official provider always ends the URL so; another path is the provider's choice
+        ({"url": "http://loki:3100/other/path"}, False, "http://loki:3100/other/path"),
+        ({"url": "loki:3100/loki/api/v1/push"}, True, None),  # no scheme: k6 could not push
+        ({}, False, None),
+        ({"url": None}, False, None),
+        (LOKI, False, None),
+    ],
+)
+def test_loki_data_is_read_as_the_official_library_writes_it(value, schema_valid, read):
+    databag = {"endpoint": json.dumps(value)}
+
+    valid = jsonschema.Draft7Validator(LOKI_SCHEMA).is_valid(decoded(databag))
+
+    assert (valid, cos.loki_url([databag])) == (schema_valid, read)
 
 
 # ---------------------------------------------------------------- k6 outputs

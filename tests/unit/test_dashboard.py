@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
+import jsonschema
 import pytest
 from cosl import DashboardPath40UID, GrafanaDashboard, LZMABase64
 
@@ -14,6 +20,10 @@ import dashboard
 
 CHARM = "k6-k8s"
 K6_JSON = Path(dashboard.DASHBOARDS_DIR) / "k6.json"
+# Derived from the official grafana_dashboard library: no schema is published (see README.md)
+SCHEMA = json.loads(
+    (Path(__file__).parent / "data/interfaces/grafana_dashboard/v0/provider.json").read_text()
+)
 SELECTOR = (
     'juju_model=~"$juju_model"',
     'juju_application=~"$juju_application"',
@@ -40,6 +50,27 @@ def all_panels(board: dict) -> list[dict]:
     return [p for p in board["panels"] if p["type"] != "row"]
 
 
+def grafana_reads(databag: Mapping[str, str]) -> dict[str, dict]:
+    """What Grafana takes from our databag, as the grafana_dashboard library's consumer does.
+
+    GrafanaDashboardConsumer (LIBPATCH 46): `templates` of the JSON `dashboards` value; per
+    template `content` decompressed with cosl's LZMABase64, its uid kept or else
+    `dashboard_alt_uid`, `inject_dropdowns` (absent: true), `juju_topology` (when not empty,
+    injected as label matchers) and `charm`.
+    """
+    read = {}
+    for template_id, template in json.loads(databag["dashboards"])["templates"].items():
+        board = json.loads(LZMABase64.decompress(template["content"]))
+        board["uid"] = board.get("uid") or template["dashboard_alt_uid"]
+        read[template_id] = {
+            "charm": template["charm"],
+            "inject_dropdowns": template.get("inject_dropdowns", True),
+            "topology": template.get("juju_topology", {}),
+            "dashboard": board,
+        }
+    return read
+
+
 # ---------------------------------------------------------------- the databag
 
 
@@ -62,15 +93,27 @@ def test_template_entry_has_the_keys_grafana_reads(databag):
     }
 
 
-def test_content_decodes_back_to_the_bundled_dashboard_with_uid_and_charm_tag(databag, bundled):
-    content = templates_of(databag)["file:k6"]["content"]
+def test_the_databag_has_the_shape_the_grafana_dashboard_library_reads(databag):
+    decoded = {key: json.loads(value) for key, value in databag.items()}
 
-    decoded = json.loads(LZMABase64.decompress(content))
+    jsonschema.validate(decoded, SCHEMA)
+
+
+def test_grafana_reads_the_bundled_dashboard_with_uid_and_charm_tag_and_no_injection(
+    databag, bundled
+):
+    read = grafana_reads(databag)
 
     uid = DashboardPath40UID.generate(CHARM, "src/grafana_dashboards/k6.json")
-    assert decoded == {**bundled, "uid": uid, "tags": [*bundled["tags"], f"charm: {CHARM}"]}
-    assert DashboardPath40UID.is_valid(decoded["uid"])
-    assert dashboard.decode(databag) == {"file:k6": decoded}
+    assert read == {
+        "file:k6": {
+            "charm": CHARM,
+            "inject_dropdowns": False,  # no juju_* variables read from `up`: see INJECT_DROPDOWNS
+            "topology": {},  # no label matchers added to the queries
+            "dashboard": {**bundled, "uid": uid, "tags": [*bundled["tags"], f"charm: {CHARM}"]},
+        }
+    }
+    assert DashboardPath40UID.is_valid(uid)
 
 
 def test_content_is_what_cosl_grafana_dashboard_deserializes(databag, bundled):
@@ -83,8 +126,27 @@ def test_content_is_what_cosl_grafana_dashboard_deserializes(databag, bundled):
     assert decoded["templating"] == bundled["templating"]
 
 
-def test_same_dashboards_give_the_same_databag_so_rewrites_change_nothing():
-    assert dashboard.dashboard_databag(CHARM) == dashboard.dashboard_databag(CHARM)
+def test_every_hook_writes_the_same_bytes_for_the_same_dashboards():
+    # Each hook is a new process: the databag must not depend on one (the library's own uuid4
+    # would make every rewrite a relation-changed on Grafana's side).
+    probe = "import dashboard; print(dashboard.dashboard_databag('k6-k8s')['dashboards'])"
+    written = {
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            env={
+                **os.environ,
+                "PYTHONPATH": str(Path(dashboard.__file__).parent),
+                "PYTHONHASHSEED": seed,
+            },
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+
+    assert written == {dashboard.dashboard_databag(CHARM)["dashboards"]}
+    assert uuid.UUID(json.loads(written.pop())["uuid"])
 
 
 def test_a_changed_dashboard_changes_the_uuid(tmp_path, bundled):
@@ -101,9 +163,9 @@ def test_a_valid_path40_uid_and_an_existing_charm_tag_are_kept(tmp_path):
     uid = "0123456789abcdef0123456789abcdef01234567"
     (tmp_path / "mine.json").write_text(json.dumps({"uid": uid, "tags": ["charm: other"]}))
 
-    decoded = dashboard.decode(dashboard.dashboard_databag(CHARM, tmp_path))
+    read = grafana_reads(dashboard.dashboard_databag(CHARM, tmp_path))
 
-    assert decoded == {"file:mine": {"uid": uid, "tags": ["charm: other"]}}
+    assert read["file:mine"]["dashboard"] == {"uid": uid, "tags": ["charm: other"]}
 
 
 def test_every_json_file_in_the_directory_is_a_template(tmp_path):

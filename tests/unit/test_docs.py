@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import k6_workload
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
 # `unit/test_charm.py::test_x`, `e2e/test_faults.py::test_y`, `tests/unit/...`; an emu/k8s
@@ -69,3 +71,43 @@ def test_the_citation_check_sees_the_citations():
         "test_nothing_serves_the_k6_port_on_the_service_address",
     ) in cited
     assert len(cited) > 30
+
+
+def test_the_protocol_gives_the_arm_wait_the_workload_uses():
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    diagram = re.findall(r"until status 4 \(<= (\d+) s\)", text)
+    steps = re.findall(r"for up to (\d+) s \(`k6_workload.ARM_WAIT_SECONDS`\)", text)
+    recheck = re.findall(r"probes again for (\d+) s \(`Recheck`\)", text)
+
+    assert diagram and steps and recheck
+    assert {float(s) for s in diagram + steps} == {k6_workload.ARM_WAIT_SECONDS}
+    assert {float(s) for s in recheck} == {k6_workload.RECHECK_WAIT_SECONDS}
+
+
+def _layout() -> str:
+    """The README's "Development" layout block."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Development") :]
+    return section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n") + 4)]
+
+
+def test_every_path_the_readme_layout_names_exists():
+    named = re.findall(
+        r"(?<![\w/])((?:lib|src|tests|examples|docs|bench|\.ci)/[\w./-]*)", _layout()
+    )
+
+    assert len(named) > 15
+    assert [path for path in named if not (ROOT / path).exists()] == []
+
+
+def test_the_readme_layout_names_every_module_library_and_test_level():
+    layout = _layout()
+    tree = [
+        *(ROOT / "src").glob("*.py"),
+        *(ROOT / "lib").rglob("*.py"),
+        *(p for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"),
+    ]
+
+    unnamed = [str(p.relative_to(ROOT)) for p in tree if str(p.relative_to(ROOT)) not in layout]
+
+    assert unnamed == []

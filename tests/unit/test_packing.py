@@ -175,6 +175,30 @@ def _pins(path: Path) -> dict[str, str]:
     return pins
 
 
+def _imported_distributions() -> set[str]:
+    """The distributions whose modules src/ and lib/ import (the standard library aside)."""
+    src = ROOT / "src"
+    packages = {path.parent.name for path in src.glob("*/__init__.py")}
+    local = {path.stem for path in src.glob("*.py")} | packages | {"charms", "__future__"}
+    modules: set[str] = set()
+    for path in [*src.rglob("*.py"), *(ROOT / "lib").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    owners = importlib_metadata.packages_distributions()
+    third_party = modules - local - set(sys.stdlib_module_names)
+    return {canonicalize_name(d) for module in third_party for d in owners.get(module, [module])}
+
+
+def test_the_charm_pins_what_it_imports_and_the_pydantic_pair_only():
+    # PyYAML, say, comes with ops and cosl; a pin of its own would be one more thing to bump.
+    pins = set(_pins(ROOT / "requirements.txt"))
+
+    assert pins == _imported_distributions() | {"pydantic", "pydantic-core"}
+
+
 def test_pydantic_is_pinned_with_the_exact_core_it_requires():
     pins = _pins(ROOT / "requirements.txt")
     assert "pydantic" in pins and "pydantic-core" in pins, "pin pydantic and pydantic-core"

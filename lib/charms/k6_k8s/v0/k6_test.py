@@ -72,7 +72,7 @@ LIBAPI = 0
 
 # Increment this PATCH version before using `charmcraft publish-lib` or reset
 # to 0 if you are raising the major API version
-LIBPATCH = 1
+LIBPATCH = 2
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ DATA_KEY = "k6"
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_NAME_LENGTH = 128
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an environment variable name (fullmatch)
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,12 @@ def _utf8_size(text: str, what: str) -> int:
         raise _Malformed(f"{what} is not valid Unicode text") from None
 
 
-def _check_test_name(name: str) -> str:
-    """A test name must be a plain file name: no path separators, no '..', bounded length."""
+def check_test_name(name: str) -> str:
+    """A test name must be a plain file name: no path separators, no '..', bounded length.
+
+    Raises:
+        ValueError: the name is not one, with a message that quotes it.
+    """
     if len(name) > MAX_NAME_LENGTH:
         raise _Malformed(f"test name {name[:32]!r}... is longer than {MAX_NAME_LENGTH} characters")
     if ".." in name or not _NAME_RE.fullmatch(name):
@@ -133,7 +137,7 @@ def _check_environment(environment: Any) -> dict[str, str]:
     if not isinstance(environment, dict):
         raise _Malformed("'environment' is not a JSON object")
     for key, value in environment.items():
-        if not _ENV_KEY_RE.fullmatch(key):
+        if not ENV_KEY_RE.fullmatch(key):
             raise _Malformed(f"environment variable name {key!r} is not valid")
         if not isinstance(value, str):
             raise _Malformed(f"environment variable {key!r} is not a string")
@@ -155,7 +159,7 @@ def parse_provided(raw: str | None) -> ProvidedTests:
         if not isinstance(tests, dict):
             raise _Malformed("'tests' is not a JSON object")
         checked = {
-            _check_test_name(name): _check_script(name, text) for name, text in tests.items()
+            check_test_name(name): _check_script(name, text) for name, text in tests.items()
         }
         environment = _check_environment(data.get("environment", {}))
     except json.JSONDecodeError as e:
@@ -175,7 +179,7 @@ def read_tests_dir(tests_dir: Path) -> dict[str, str]:
         if not path.is_file():
             continue
         try:
-            tests[_check_test_name(path.name)] = _check_script(path.name, path.read_text("utf-8"))
+            tests[check_test_name(path.name)] = _check_script(path.name, path.read_text("utf-8"))
         except (OSError, UnicodeDecodeError, _Malformed) as e:
             logger.warning("not publishing k6 test %s: %s", path, e)
     return tests
