@@ -10,7 +10,7 @@ import pytest
 
 import k6_script
 from k6_script import ScriptOptions, ScriptThreshold
-from tests.support.real_k6 import real_k6
+from tests.support.processes import real_k6
 
 SCRIPT = """export const options = {
   vus: 2, iterations: 4,

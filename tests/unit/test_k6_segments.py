@@ -17,7 +17,7 @@ import pytest
 from charms.k6_k8s.v0.synchronized_task import Share
 
 from k6_workload import segment_flags
-from tests.support.real_k6 import real_k6
+from tests.support.processes import real_k6
 
 UNITS = 3
 

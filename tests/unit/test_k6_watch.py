@@ -20,7 +20,7 @@ import pytest
 
 import k6_watch
 from k6_script import ScriptThreshold
-from tests.support.real_k6 import real_k6
+from tests.support.processes import real_k6
 
 EXIT_ABORTED = 108
 EXIT_OK = 0
