@@ -7,7 +7,7 @@ unit puts in its databag (its shape: `CompactSummary`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Final, TypedDict, cast
 
@@ -285,8 +285,10 @@ def _summary_duration(metrics: Mapping[str, object]) -> float | None:
 _HTTP_TIMINGS = ("http_req_waiting", "http_req_receiving", "http_req_sending", "http_req_blocked")
 
 
-def _priority(name: str) -> tuple[int, str]:
-    """Order for metrics beyond the core: the script's own, k6's HTTP timings, submetrics, k6's."""
+def _priority(name: str, keep: Collection[str] = ()) -> tuple[int, str]:
+    """Order: what thresholds name, the core, the script's own, k6's HTTP timings, submetrics."""
+    if name in keep:
+        return (-1, name)
     if name in CORE_METRICS:
         return (0, name)
     if name in _HTTP_TIMINGS:
@@ -303,8 +305,11 @@ def _item_bytes(name: str, value: object) -> int:
     return len(json.dumps(name)) + 2 + len(json.dumps(value)) + 2
 
 
-def compact(summary_export: Mapping[str, object]) -> CompactSummary:
+def compact(summary_export: Mapping[str, object], keep: Collection[str] = ()) -> CompactSummary:
     """Shrink a k6 `--summary-export` document to what the results need, under MAX_COMPACT_BYTES.
+
+    The metrics in `keep` (those the run's thresholds name) come first, in both passes: they
+    are never dropped while anything else is kept, and their trends get their grid first.
 
     A trend is either full (`FullTrend`: k6 ran with `trend_stats()`, it has 3 samples or more
     and the grid fits), or small (`SmallTrend`, each stat when known). Every metric is
@@ -324,7 +329,7 @@ def compact(summary_export: Mapping[str, object]) -> CompactSummary:
     # Worst case for the marker: as many digits as the number of metrics could need.
     budget = MAX_COMPACT_BYTES - 1 - len(json.dumps(empty)) - len(str(len(metrics)))
     dropped = 0
-    order = sorted(metrics, key=lambda n: _priority(str(n)))
+    order = sorted(metrics, key=lambda n: _priority(str(n), keep))
     for name in order:
         kept = _compact_metric(name, metrics[name], metrics)
         if kept is None or _item_bytes(name, kept[1]) > budget:

@@ -324,6 +324,38 @@ def test_compact_keeps_a_trend_small_when_its_grid_does_not_fit():
     }
 
 
+def test_compact_keeps_the_metrics_thresholds_name_first_with_their_grid():
+    # Arrange: eight script trends with grids (11 KiB): only the first ones' grids would fit.
+    metrics = {
+        f"trend_{i}": k6_trend([float(v * (i + 1)) for v in range(1, 500)]) for i in range(8)
+    }
+
+    # Act: the run's thresholds name the last one
+    summary = results.compact({"metrics": metrics}, keep={"trend_7"})
+
+    # Assert: it gets its grid first; one that would have had a grid goes without
+    trends = summary["trends"]
+    assert results.GRID_KEY in trends["trend_7"]
+    gridded = sorted(n for n in trends if results.GRID_KEY in trends[n])
+    assert gridded[-1] == "trend_7" and "trend_6" not in gridded
+    assert summary["dropped"] == 0
+
+
+def test_compact_never_drops_a_metric_a_threshold_names_while_others_are_kept():
+    # Arrange: the budget fills with script metrics ordered before it by name
+    export = load("summary_custom_metrics.json")
+    for i in range(300):
+        export["metrics"][f"custom_counter_{i:03d}_{'y' * 40}"] = {"count": i, "rate": 1.0}
+    export["metrics"]["zzz{scenario:checkout}"] = {"count": 7, "rate": 1.0}
+
+    without = results.compact(export)
+    summary = results.compact(export, keep={"zzz{scenario:checkout}"})
+
+    assert "zzz{scenario:checkout}" not in without["counters"]
+    assert summary["counters"]["zzz{scenario:checkout}"] == 7
+    assert summary["dropped"] > 0  # others still left out
+
+
 @pytest.mark.parametrize("document", [{}, {"metrics": []}, [], "text"])
 def test_compact_rejects_a_document_that_is_not_a_summary_export(document):
     with pytest.raises(ValueError, match="no 'metrics' object"):
