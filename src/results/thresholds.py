@@ -26,9 +26,13 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
     "==": operator.eq,
+    "===": operator.eq,
+    "!=": operator.ne,
 }
 THRESHOLD_STATS = ("count", "rate", "value", "min", "max", "avg", "med", "p(N)")
-_CONDITION = r"(?P<stat>[A-Za-z]\w*(?:\([^()]*\))?)\s*(?P<op><=|>=|==|<|>)\s*(?P<number>\S+)"
+_CONDITION = (
+    r"(?P<stat>[A-Za-z]\w*(?:\([^()]*\))?)\s*(?P<op><=|>=|===|==|!=|<|>)\s*(?P<number>\S+)"
+)
 _THRESHOLD_RE = re.compile(r"^(?P<metric>\S.*?)\s+" + _CONDITION + "$")
 _CONDITION_RE = re.compile(r"^" + _CONDITION + "$")
 _FORMS = (
@@ -43,7 +47,7 @@ class Threshold:
 
     metric: str
     stat: str  # count, rate, value, min, max, avg, med or p(N) with 0 <= N <= 100
-    op: str  # one of <, <=, >, >=, ==
+    op: str  # one of <, <=, >, >=, ==, === (as ==), !=
     value: float
     written: str = field(default="", compare=False)  # the number as the user wrote it
 
@@ -151,8 +155,25 @@ _THRESHOLD_FIELDS = {
     "counters": {"count": "count", "rate": "rate"},
     "rates": {"rate": "rate", "value": "rate"},
     "trends": {"min": "min", "max": "max", "avg": "avg", "count": "count", "med": "p(50)"},
-    "gauges": {"max": "max"},
+    "gauges": {"max": "max", "value": "max"},
 }
+# k6's built-in Counters: a `rate` threshold on one without samples is judged on 0, as k6 does
+# (on a Rate without samples k6 judges nothing: the threshold holds).
+_K6_COUNTERS = frozenset(
+    {
+        "http_reqs",
+        "iterations",
+        "data_sent",
+        "data_received",
+        "dropped_iterations",
+        "ws_msgs_sent",
+        "ws_msgs_received",
+        "ws_sessions",
+        "grpc_streams",
+        "grpc_streams_msgs_sent",
+        "grpc_streams_msgs_received",
+    }
+)
 _KIND_NAMES = {"counters": "counter", "rates": "rate", "trends": "trend", "gauges": "gauge"}
 
 
@@ -166,7 +187,26 @@ def threshold_percents(thresholds: Sequence[Threshold]) -> dict[str, set[float]]
     return needed
 
 
-def _judge(aggregate: Mapping[str, object], threshold: Threshold) -> str | None:
+def _without_samples(threshold: Threshold) -> str | None:
+    """k6's verdict on a metric no unit sampled: every stat of its empty sink is 0, but a Rate
+    without samples is not judged at all."""
+    base = threshold.metric.split("{", 1)[0]
+    if threshold.stat == "rate" and base not in _K6_COUNTERS:
+        return None  # a Rate (or a custom metric judged on its rate): k6 skips it
+    if _OPERATORS[threshold.op](0, threshold.value):
+        return None
+    return f"{threshold}: {threshold.stat} is 0 (no samples)"
+
+
+def _dropped(aggregate: Mapping[str, object]) -> bool:
+    """Some unit left metrics out of its summary (an absent metric may be one of them)."""
+    dropped = aggregate.get("dropped")
+    return isinstance(dropped, Mapping) and any(dropped.values())
+
+
+def _judge(
+    aggregate: Mapping[str, object], threshold: Threshold, like_k6: bool = False
+) -> str | None:
     """Why `threshold` fails against `aggregate`, or None when it holds."""
     for section, fields in _THRESHOLD_FIELDS.items():
         entry = as_mappings(aggregate.get(section)).get(threshold.metric)
@@ -191,6 +231,8 @@ def _judge(aggregate: Mapping[str, object], threshold: Threshold) -> str | None:
             elif isinstance(unknown := entry.get("count_unknown_units"), list) and unknown:
                 why = f": no sample count from {', '.join(map(str, unknown))}"
             elif entry.get("count") == 0 or entry.get("passes") == entry.get("fails") == 0:
+                if like_k6:
+                    return _without_samples(threshold)
                 why = ": no samples"
             return f"{threshold}: {threshold.stat} of {threshold.metric} is unknown{why}"
         if _OPERATORS[threshold.op](value, threshold.value):
@@ -200,15 +242,21 @@ def _judge(aggregate: Mapping[str, object], threshold: Threshold) -> str | None:
             error = errors.get(field) if isinstance(errors, Mapping) else None
             return f"{threshold}: {threshold.stat} is {fmt(value)} ({rank_text(error)})"
         return f"{threshold}: {threshold.stat} is {fmt(value)}"
+    if like_k6 and not _dropped(aggregate):
+        return _without_samples(threshold)  # no unit sampled it (k6 leaves it out of summaries)
     return f"{threshold}: metric {threshold.metric} not reported"
 
 
-def evaluate(aggregate: Mapping[str, object], thresholds: Sequence[Threshold]) -> list[str]:
+def evaluate(
+    aggregate: Mapping[str, object], thresholds: Sequence[Threshold], like_k6: bool = False
+) -> list[str]:
     """Judge thresholds against an aggregate: one human-readable reason per failure, [] = pass.
 
     A threshold whose value cannot be computed (metric not reported, run duration or a unit's
     sample count unknown, no samples) fails: a run never passes on a number nobody measured.
+    `like_k6` (the script's own thresholds) judges a metric without samples as one `k6 run`
+    does instead: on 0, except a Rate, which holds (docs/k6-semantics.md).
     A percentile is judged on the merged estimate, even when the threshold lies within its rank
     error; a failure's reason shows that error (`p(95) is 231.4 (±0.41 % rank)`).
     """
-    return [reason for t in thresholds if (reason := _judge(aggregate, t)) is not None]
+    return [reason for t in thresholds if (reason := _judge(aggregate, t, like_k6)) is not None]

@@ -272,7 +272,7 @@ def test_evaluate_fails_a_metric_not_reported():
         ("http_reqs max<5", "http_reqs max<5: a counter metric has no max (use count, rate)"),
         ("checks count>5", "checks count>5: a rate metric has no count (use rate, value)"),
         ("orders avg<5", "orders avg<5: a counter metric has no avg (use count, rate)"),
-        ("vus_max rate<5", "vus_max rate<5: a gauge metric has no rate (use max)"),
+        ("vus_max rate<5", "vus_max rate<5: a gauge metric has no rate (use max, value)"),
         ("cart_time rate<5", "cart_time rate<5: a trend metric has no rate (use min, max, avg"),
         (
             "http_reqs p(95)<5",
@@ -347,3 +347,79 @@ def test_evaluate_unknown_value_without_a_known_cause():
     reasons = results.evaluate(merged, results.parse_thresholds("t max<1"))
 
     assert reasons == ["t max<1: max of t is unknown"]
+
+
+@pytest.mark.parametrize(
+    ("op", "holds"), [("===", [False, True, False]), ("!=", [True, False, True])]
+)
+def test_evaluate_applies_k6s_strict_equal_and_not_equal(op, holds):
+    merged = real_aggregate()  # http_reqs count 30
+    thresholds = results.parse_thresholds(
+        "; ".join(f"http_reqs count{op}{v}" for v in (31, 30, 29))
+    )
+
+    reasons = results.evaluate(merged, thresholds)
+
+    assert [t.op for t in thresholds] == [op] * 3
+    assert [f"{t}: count is 30" not in reasons for t in thresholds] == holds
+
+
+def test_evaluate_a_gauge_value_on_the_largest_units():
+    merged = results.aggregate(
+        {"k6/0": {"gauges": {"queue": 3}}, "k6/1": {"gauges": {"queue": 4}}}, duration_s=1.0
+    )
+
+    reasons = results.evaluate(merged, results.parse_thresholds("queue: value<4, value<5"))
+
+    assert reasons == ["queue value<4: value is 4"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fails"),
+    [
+        ("never_counted count>10", "never_counted count>10: count is 0 (no samples)"),
+        ("never_counted count<10", None),
+        ("never_timed p(95)>100", "never_timed p(95)>100: p(95) is 0 (no samples)"),
+        ("never_gauged value>1", "never_gauged value>1: value is 0 (no samples)"),
+        ("never_rated rate>0.5", None),  # a Rate without samples is not judged by k6
+        ("iterations{x:y} count>3", "iterations{x:y} count>3: count is 0 (no samples)"),
+        ("http_reqs{x:y} rate>1", "http_reqs{x:y} rate>1: rate is 0 (no samples)"),
+    ],
+)
+def test_a_script_threshold_on_a_metric_nobody_sampled_gets_k6s_verdict(text, fails):
+    # The verdicts of one real `k6 run` (k6 v1.1.0) of a script with these thresholds and no
+    # samples of those metrics: counters, trends and gauges are judged on 0, Rates not at all.
+    merged = real_aggregate()
+
+    reasons = results.evaluate(merged, results.parse_thresholds(text), like_k6=True)
+
+    assert reasons == ([] if fails is None else [fails])
+
+
+def test_a_config_threshold_on_a_metric_nobody_sampled_still_fails():
+    reasons = results.evaluate(real_aggregate(), results.parse_thresholds("never_rated rate>0.5"))
+
+    assert reasons == ["never_rated rate>0.5: metric never_rated not reported"]
+
+
+def test_a_metric_absent_while_a_unit_dropped_metrics_fails_even_like_k6():
+    merged = real_aggregate()
+    merged["dropped"] = {"k6/1": 3}
+
+    reasons = results.evaluate(
+        merged, results.parse_thresholds("my_metric count<10"), like_k6=True
+    )
+
+    assert reasons == ["my_metric count<10: metric my_metric not reported"]
+
+
+def test_a_rate_with_no_samples_merged_holds_like_k6():
+    merged = results.aggregate(
+        {"k6/0": {"rates": {"checks": {"passes": 0, "fails": 0}}}}, duration_s=1.0
+    )
+
+    strict = results.evaluate(merged, results.parse_thresholds("checks rate>0.9"))
+    like_k6 = results.evaluate(merged, results.parse_thresholds("checks rate>0.9"), like_k6=True)
+
+    assert strict == ["checks rate>0.9: rate of checks is unknown: no samples"]
+    assert like_k6 == []
