@@ -59,3 +59,45 @@ export default function () {{
   sleep({sleep});
 }}
 """
+
+
+TOKEN = "'X-Token': data.token"
+
+
+def one_test(
+    iterations: int = 60,
+    vus: int = 6,
+    thresholds: str = "",
+    setup: str = "",
+    load: str = "",
+    executor: str = "",
+) -> str:
+    """One test with a lifecycle: setup() calls /setup and returns a token; every iteration
+    sends it to /load; teardown() sends it to /teardown. `setup` and `load` add JS lines at the
+    start of setup() / each iteration (to throw, fail or abort); `executor` replaces the
+    shared-iterations scenario (a scenario's JS object)."""
+    scenario = executor or (
+        f"{{ executor: 'shared-iterations', vus: {vus}, iterations: {iterations}, "
+        "maxDuration: '30s' }"
+    )
+    return f"""
+import http from 'k6/http';
+import exec from 'k6/execution';
+import {{ sleep }} from 'k6';
+export const options = {{
+  scenarios: {{ s: {scenario} }},
+  thresholds: {{ {thresholds} }},
+}};
+export function setup() {{
+  http.get(`${{__ENV.TARGET}}/setup`, {{ {HEADER} }});
+  {setup}
+  return {{ token: `t-${{Math.random()}}` }};
+}}
+export default function (data) {{
+  {load}
+  http.get(`${{__ENV.TARGET}}/load`, {{ headers: {{ 'X-K6-Unit': __ENV.K6_K8S_UNIT, {TOKEN} }} }});
+}}
+export function teardown(data) {{
+  http.get(`${{__ENV.TARGET}}/teardown`, {{ headers: {{ 'X-K6-Unit': __ENV.K6_K8S_UNIT, {TOKEN} }} }});
+}}
+"""
