@@ -1,3 +1,17 @@
+# Copyright 2026 k6-k8s contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """One task armed on every unit of an application, then released on all of them at one instant.
 
 Juju runs actions on one unit and gives no timing guarantee between units, so the leader
@@ -129,7 +143,10 @@ import ops
 
 LIBID = "28c9808dd4d5494197c89ce24d0b8221"
 LIBAPI = 0
-LIBPATCH = 2
+LIBPATCH = 3
+
+# Relation.load/save (typed databags) arrived in ops 2.18 (this repository pins ops 3.9.0).
+PYDEPS = ["ops>=2.18"]
 
 logger = logging.getLogger(__name__)
 
