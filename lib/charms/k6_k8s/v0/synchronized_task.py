@@ -238,20 +238,9 @@ class Run:
         return self.start_at
 
 
-def _ms(when: float | None) -> float | None:
-    """An epoch time to the millisecond (the last-run record's per-unit times)."""
-    return None if when is None else round(when, 3)
-
-
 def release_acks(run: Run) -> list[float]:
     """When each participant acknowledged its release (epoch seconds), where it did."""
     return [t[1] for t in run.released.values() if len(t) > 1 and t[1]]
-
-
-def release_spread_ms(run: Run) -> float | None:
-    """Spread of the release acknowledgements across units, in milliseconds."""
-    acks = release_acks(run)
-    return round((max(acks) - min(acks)) * 1000, 3) if acks else None
 
 
 @dataclass(frozen=True)
@@ -368,6 +357,16 @@ class LastRun:
         return data
 
 
+@dataclass(frozen=True)
+class Aggregate:
+    """The leader's merge of the participants' results (the charm's `aggregate` callback)."""
+
+    data: Mapping[str, Any] = field(default_factory=dict)  # compact: O(1) in the units
+    failures: Sequence[str] = ()  # each fails the run, e.g. a global threshold
+    lines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # unit -> short line
+    headline: str = ""  # one line for the application status
+
+
 @dataclass
 class AppData:
     """The leader-written application databag."""
@@ -397,330 +396,6 @@ def app_databag(data: AppData) -> dict[str, str]:
     records have their own, more compact, JSON form.
     """
     return {f.name: _encode(getattr(data, f.name)) for f in fields(AppData)}
-
-
-# ------------------------------------------------------------------ decisions
-
-
-@dataclass(frozen=True)
-class Arm:
-    """Start this unit's share of the run and report when it is ready."""
-
-    run: Run
-
-
-@dataclass(frozen=True)
-class Refuse:
-    """Do not arm: the run's input cannot be used here (reported as this unit's failure)."""
-
-    run_id: str
-    error: str
-
-
-@dataclass(frozen=True)
-class Recheck:
-    """The workload started but was not ready: look again."""
-
-    run_id: str
-
-
-@dataclass(frozen=True)
-class Collect:
-    """The local workload has ended (or must end now): record how, and go idle."""
-
-    run_id: str
-    stop: bool
-    notice: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class Halt:
-    """A workload runs with nothing to report (this unit is idle): stop it, keep the report."""
-
-
-@dataclass(frozen=True)
-class StartAt:
-    """InstantRelease: hand the start instant to the local armed workload."""
-
-    run_id: str
-    instant: float
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Leader: ask participants still initializing whether they are ready by now."""
-
-    endpoints: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Release:
-    """Leader, ApiRelease: release every participant at once."""
-
-    endpoints: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Leader, InstantRelease: every participant starts at `instant`."""
-
-    instant: float
-
-
-@dataclass(frozen=True)
-class Started:
-    """Leader: the release reached everyone: the run is running."""
-
-    released: Mapping[str, Sequence[float | None]]
-
-
-@dataclass(frozen=True)
-class Abort:
-    """Leader: end the run early; every unit stops; the run ends with the reason."""
-
-    reason: str
-    released: Mapping[str, Sequence[float | None]] | None = None
-
-
-@dataclass(frozen=True)
-class Finish:
-    """Leader: every participant has reported: record the outcome and clear the run."""
-
-    lost: tuple[str, ...] = ()
-
-
-Action = (
-    (Arm | Refuse | Recheck | Collect | Halt | StartAt | Probe | Release | Schedule | Started)
-    | Abort
-    | Finish
-)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one participant's release went (ApiRelease)."""
-
-    sent: float | None = None
-    acked: float | None = None
-    error: str | None = None
-    skipped: bool = False  # not sent: another participant could not be reached
-
-
-@dataclass(frozen=True)
-class Observed:
-    """Everything a decision needs; nothing from ops."""
-
-    me: str
-    is_leader: bool
-    run: Run | None
-    units: Mapping[str, UnitReport]  # every unit in the relation, me included
-    running: bool  # the local workload is alive
-    now: float
-    instant_release: bool = False
-    lead_s: float = 2.0
-    payload_ok: bool = True  # the payload in the databag matches the run's digest
-    notice: Mapping[str, str] | None = None  # the done-notice this hook was woken by
-    stop_requested: bool = False  # the user's stop runs in this hook
-    probed_ready: frozenset[str] | None = None  # None: no probe in this hook yet
-    released: Mapping[str, Outcome] | None = None  # a release carried out in this hook
-
-
-def decide(o: Observed) -> list[Action]:
-    """The next things to do: this unit's own first, then the leader's for the run."""
-    return decide_unit(o) or decide_leader(o)
-
-
-def decide_unit(o: Observed) -> list[Action]:
-    """What this unit does for itself, as a participant (or a bystander)."""
-    mine = o.units.get(o.me, UnitReport())
-    run = o.run
-    if run is None or o.me not in run.participants:
-        # No run for me: nothing may keep running, nobody may stay busy. An idle unit keeps its
-        # report (e.g. its workload's wrapper still exiting after the done notice was handled).
-        if mine.live:
-            return [Collect(mine.run_id, stop=o.running)]
-        return [Halt()] if o.running else []
-    if run.phase == ARMING and mine.run_id != run.run_id:
-        if not o.payload_ok:
-            return [Refuse(run.run_id, "the payload in the app databag does not match its digest")]
-        return [Arm(run)]
-    if mine.run_id != run.run_id or not mine.live:
-        return []
-    if o.notice is not None and o.notice.get("run_id") == run.run_id:
-        return [Collect(run.run_id, stop=False, notice=o.notice)]
-    if run.phase == STOPPING and o.running:
-        return [Collect(run.run_id, stop=True)]
-    if not o.running:
-        return [Collect(run.run_id, stop=False)]
-    if mine.status == PENDING and run.phase == ARMING:
-        return [Recheck(run.run_id)]  # once running, the leader's probe found it ready
-    if run.phase == RUNNING and run.start_at is not None and mine.started_at is None:
-        return [StartAt(run.run_id, run.start_at)]
-    return []
-
-
-def decide_leader(o: Observed) -> list[Action]:
-    """What the leader does for the run as a whole."""
-    run = o.run
-    if not o.is_leader or run is None:
-        return []
-    if o.stop_requested and run.phase != STOPPING:
-        return [Abort(STOPPED_BY_USER)]
-    present = [p for p in run.participants if p in o.units]
-    departed = [p for p in run.participants if p not in o.units]
-    if run.phase == ARMING:
-        return _decide_arming(o, run, present, departed)
-    finished = [p for p in present if o.units[p].finished(run.run_id)]
-    # Reporting on another run: when stopping, a unit that never armed (nothing to wait for);
-    # when running (every participant was armed at the release), not the unit that armed: lost.
-    absent = [p for p in present if o.units[p].run_id != run.run_id]
-    if run.phase == RUNNING:
-        departed = departed + absent
-    waiting = [p for p in present if p not in finished and p not in absent]
-    if not waiting:
-        return [Finish(lost=tuple(departed))]
-    if run.stop_deadline is not None and o.now > run.stop_deadline:
-        return [Finish(lost=tuple(departed) + tuple(waiting))]
-    return []
-
-
-def _decide_arming(o: Observed, run: Run, present: list[str], departed: list[str]) -> list[Action]:
-    """Leader decisions while the participants arm."""
-    if o.released is not None:
-        return [_after_release(o.released)]
-    if departed:
-        return [Abort(f"{', '.join(departed)} departed before the start")]
-    failed = [p for p in present if o.units[p].finished(run.run_id)]
-    if failed:
-        details = "; ".join(failure_text(p, o.units[p]) for p in failed)
-        return [Abort(f"failed before the start: {details}")]
-    ready = o.probed_ready or frozenset()
-    armed = {
-        p
-        for p in run.participants
-        if o.units[p].armed_for(run.run_id) or (o.units[p].pending_for(run.run_id) and p in ready)
-    }
-    if armed == set(run.participants):
-        if o.instant_release:
-            return [Schedule(o.now + o.lead_s)]
-        return [Release({p: o.units[p].endpoint for p in run.participants})]
-    pending = [p for p in run.participants if o.units[p].pending_for(run.run_id)]
-    all_started = all(p in armed or p in pending for p in run.participants)
-    if pending and all_started and o.probed_ready is None and not o.instant_release:
-        return [Probe({p: o.units[p].endpoint for p in pending})]
-    if o.now > run.deadline:
-        late = [p for p in run.participants if p not in armed]
-        return [Abort(f"not armed within the arm-timeout: {', '.join(late)}")]
-    return []
-
-
-def _after_release(released: Mapping[str, Outcome]) -> Action:
-    """Running if every participant acknowledged; otherwise abort naming who failed."""
-    times = {p: [r.sent, r.acked] for p, r in released.items()}
-    failed = {
-        p: r.error or "not acknowledged"
-        for p, r in released.items()
-        if not r.skipped and (r.error is not None or r.acked is None)
-    }
-    if failed or any(r.skipped for r in released.values()):
-        reason = "release failed: " + "; ".join(f"{p}: {e}" for p, e in failed.items())
-        return Abort(reason, released=times)
-    return Started(times)
-
-
-def failure_text(unit: str, data: UnitReport) -> str:
-    """One participant's failure, for messages."""
-    code = "no exit code" if data.exit_code is None else f"exit code {data.exit_code}"
-    return f"{unit} ({code}{': ' + data.error if data.error else ''})"
-
-
-# ------------------------------------------------------------------ transitions and outcome
-
-
-def count_armed(run: Run, units: Mapping[str, UnitReport]) -> int:
-    """How many participants are armed for the run."""
-    return sum(1 for p in run.participants if p in units and units[p].armed_for(run.run_id))
-
-
-def count_finished(run: Run, units: Mapping[str, UnitReport]) -> int:
-    """How many participants have reported an end for the run."""
-    return sum(1 for p in run.participants if p in units and units[p].finished(run.run_id))
-
-
-def stopping(run: Run, reason: str, now: float) -> Run:
-    """The run after a stop or an abort: phase stopping, with a bounded wait for reports."""
-    return replace(run, phase=STOPPING, reason=reason, stop_deadline=now + STOP_GRACE_SECONDS)
-
-
-def outcome_of(
-    run: Run, units: Mapping[str, UnitReport], lost: Sequence[str], failures: Sequence[str] = ()
-) -> tuple[str, str]:
-    """The run's verdict and reason: a stop, an abort, a loss, a unit's failure, the aggregate."""
-    if run.reason:
-        return (STOPPED if run.reason == STOPPED_BY_USER else FAILED), run.reason
-    if lost:
-        return FAILED, f"lost during the run: {', '.join(lost)}"
-    bad = [
-        p for p in run.participants if p in units and (units[p].exit_code != 0 or units[p].error)
-    ]
-    if bad:
-        return FAILED, "; ".join(failure_text(p, units[p]) for p in bad)
-    if failures:
-        return FAILED, "; ".join(failures)
-    return PASSED, ""
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    """The leader's merge of the participants' results (the charm's `aggregate` callback)."""
-
-    data: Mapping[str, Any] = field(default_factory=dict)  # compact: O(1) in the units
-    failures: Sequence[str] = ()  # each fails the run, e.g. a global threshold
-    lines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # unit -> short line
-    headline: str = ""  # one line for the application status
-
-
-def last_run_record(
-    run: Run,
-    units: Mapping[str, UnitReport],
-    lost: Sequence[str],
-    now: float,
-    aggregate: Aggregate | None = None,
-) -> LastRun:
-    """The record the leader writes when the run ends."""
-    aggregate = aggregate or Aggregate()
-    outcome, reason = outcome_of(run, units, lost, aggregate.failures)
-    started = run.started
-    per_unit = {}
-    for p in run.participants:
-        data = units.get(p, UnitReport())
-        reported = data.run_id == run.run_id
-        late = None
-        if run.start_at is not None and reported and data.started_at is not None:
-            late = round(max(0.0, data.started_at - run.start_at) * 1000, 3)
-        per_unit[p] = UnitLine(
-            exit_code=data.exit_code if reported else None,
-            error=data.error if reported else "",
-            lost=p in lost,
-            released=tuple(_ms(t) for t in run.released.get(p, ())),
-            late_ms=late,
-            line=dict(aggregate.lines.get(p, {})),
-        )
-    return LastRun(
-        run_id=run.run_id,
-        outcome=outcome,
-        reason=reason,
-        created=run.created,
-        started=started,
-        ended=now,
-        duration_s=round(now - started, 3) if started else None,
-        spread_ms=release_spread_ms(run),
-        units=per_unit,
-        aggregate=dict(aggregate.data),
-        failures=tuple(aggregate.failures),
-        headline=aggregate.headline,
-        info=dict(run.info),
-    )
 
 
 # ------------------------------------------------------------------ the workload side
@@ -781,6 +456,9 @@ class Workload(abc.ABC):
         raise NotImplementedError("InstantRelease needs Workload.release_at")
 
 
+# ------------------------------------------------------------------ release mechanisms
+
+
 @dataclass(frozen=True)
 class ApiRelease:
     """Release through each unit's own API: the leader's parallel fan-out to every pod."""
@@ -795,6 +473,9 @@ class InstantRelease:
     """Release at an instant `lead` seconds after the last unit armed (no API needed)."""
 
     lead: float = 2.0
+
+
+# ------------------------------------------------------------------ the one-shot service
 
 
 def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
@@ -814,320 +495,6 @@ def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
         f"{notify} exit_code=$code; exit $code"
     )
     return shlex.join(["/bin/sh", "-c", line])
-
-
-# ------------------------------------------------------------------ the release fan-out
-
-
-def _split(endpoint: str) -> tuple[str, int]:
-    """The host and port of `host:port` or `[v6]:port`; ValueError unless both can be dialled."""
-    host, _, port_text = endpoint.rpartition(":")
-    host, port = host.strip("[]"), int(port_text)
-    if not host or not 0 < port < 65536:
-        raise ValueError(f"not a host:port endpoint: {endpoint!r}")
-    return host, port
-
-
-def _usable(endpoint: str) -> bool:
-    """A host:port that fan_out can connect to (a unit may have published none)."""
-    try:
-        _split(endpoint)
-    except ValueError:
-        return False
-    return True
-
-
-def _addresses(host: str, port: int) -> list[tuple]:
-    """Addresses to connect to, as getaddrinfo gives them; an IP address skips the lookup."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
-    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-
-
-FIRST_BACKOFF = 0.05  # seconds before an endpoint's first connect retry; doubles for each next
-
-
-@dataclass(eq=False)
-class _Dial:
-    """One endpoint's connect, attempt by attempt (driven by `_Dialer`)."""
-
-    index: int
-    host: str
-    port: int
-    attempts: int = 0  # attempts started
-    addresses: list[tuple] = field(default_factory=list)  # getaddrinfo's, not yet tried
-    sock: socket.socket | None = None  # the connect in flight, then the connected socket
-    deadline: float = math.inf  # monotonic: the connect in flight gives up
-    retry_at: float = math.inf  # monotonic: the next attempt starts
-    connected: float | None = None  # epoch seconds
-    error: OSError | None = None  # why the last attempt failed, once no attempt is left
-
-
-class _Dialer:
-    """Non-blocking connects to every endpoint at once on one selector, each with its retries.
-
-    An attempt resolves the endpoint (an IP address is taken as is; a host name is looked up,
-    blocking) and tries its addresses in turn, each for up to `timeout`. A failed attempt is
-    retried after FIRST_BACKOFF, doubling, while attempts are left: one endpoint's retries
-    never hold up another's connects.
-    """
-
-    def __init__(self, timeout: float, retries: int) -> None:
-        self.timeout, self.retries = timeout, retries
-        self.selector = selectors.DefaultSelector()
-        self.connecting: set[_Dial] = set()
-        self.waiting: set[_Dial] = set()  # backing off before the next attempt
-
-    def run(self, dials: Sequence[_Dial]) -> None:
-        """Until every dial is connected or out of attempts; sockets of failures are closed."""
-        for dial in dials:
-            self._attempt(dial)
-        while self.connecting or self.waiting:
-            wake = min(
-                min((d.deadline for d in self.connecting), default=math.inf),
-                min((d.retry_at for d in self.waiting), default=math.inf),
-            )
-            for key, _ in self.selector.select(max(0.0, wake - time.monotonic())):
-                self._settle(key.data)
-            now = time.monotonic()
-            for dial in [d for d in self.connecting if d.deadline <= now]:
-                self._drop(dial)
-                self._next_address(dial, TimeoutError(f"timed out after {self.timeout:g}s"))
-            for dial in [d for d in self.waiting if d.retry_at <= now]:
-                self._attempt(dial)
-
-    def close(self) -> None:
-        """Close the selector and every connect still in flight."""
-        for dial in list(self.connecting):
-            self._drop(dial)
-        self.selector.close()
-
-    def _attempt(self, dial: _Dial) -> None:
-        self.waiting.discard(dial)
-        dial.attempts += 1
-        dial.retry_at = math.inf
-        try:
-            dial.addresses = _addresses(dial.host, dial.port)
-        except OSError as e:
-            self._attempt_failed(dial, e)
-            return
-        self._next_address(dial, OSError(f"no address for {dial.host}"))
-
-    def _next_address(self, dial: _Dial, error: OSError) -> None:
-        """Start connecting to the attempt's next address; the attempt fails when none is left."""
-        while dial.addresses:
-            family, kind, proto, _, address = dial.addresses.pop(0)
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                code = sock.connect_ex(address)
-            except OSError as e:
-                sock.close()
-                error = e
-                continue
-            if code not in (0, errno.EINPROGRESS):
-                sock.close()
-                error = OSError(code, os.strerror(code))
-                continue
-            dial.sock = sock
-            if code == 0:
-                dial.connected = time.time()
-                return
-            dial.deadline = time.monotonic() + self.timeout
-            self.selector.register(sock, selectors.EVENT_WRITE, dial)
-            self.connecting.add(dial)
-            return
-        self._attempt_failed(dial, error)
-
-    def _settle(self, dial: _Dial) -> None:
-        """The connect in flight has finished: connected, or on to the next address."""
-        assert dial.sock is not None
-        code = dial.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code == 0:
-            self.selector.unregister(dial.sock)
-            self.connecting.discard(dial)
-            dial.connected = time.time()
-        else:
-            self._drop(dial)
-            self._next_address(dial, OSError(code, os.strerror(code)))
-
-    def _drop(self, dial: _Dial) -> None:
-        """Abandon the connect in flight."""
-        assert dial.sock is not None
-        self.selector.unregister(dial.sock)
-        self.connecting.discard(dial)
-        dial.sock.close()
-        dial.sock = None
-
-    def _attempt_failed(self, dial: _Dial, error: OSError) -> None:
-        if dial.attempts > self.retries:
-            dial.error = error
-        else:
-            dial.retry_at = time.monotonic() + FIRST_BACKOFF * 2 ** (dial.attempts - 1)
-            self.waiting.add(dial)
-
-
-def _connect_all(endpoints: Sequence[str], timeout: float, retries: int) -> list[_Dial]:
-    """Connect to every endpoint concurrently, each with 1 + `retries` attempts (`_Dialer`).
-
-    Takes about one round trip when every endpoint answers, whatever their number; at most
-    about timeout × (1 + retries) plus the backoffs when one does not. A malformed endpoint
-    raises ValueError before anything is opened.
-    """
-    dials = [_Dial(i, *_split(endpoint)) for i, endpoint in enumerate(endpoints)]
-    dialer = _Dialer(timeout, retries)
-    try:
-        dialer.run(dials)
-    except BaseException:
-        for dial in dials:
-            if dial.sock is not None and dial not in dialer.connecting:
-                dial.sock.close()
-        raise
-    finally:
-        dialer.close()
-    return dials
-
-
-@dataclass
-class Delivery:
-    """One endpoint's request in a fan-out: when it left, when it was answered 200, or why not."""
-
-    endpoint: str
-    sent: float | None = None
-    acked: float | None = None
-    error: str | None = None
-    skipped: bool = False  # not sent: another endpoint could not be reached (all or nobody)
-    connected: float | None = None  # when its TCP connect completed
-
-    @property
-    def ok(self) -> bool:
-        """Answered with HTTP 200."""
-        return self.error is None and self.acked is not None
-
-    def outcome(self) -> Outcome:
-        """The part the state machine decides on."""
-        return Outcome(self.sent, self.acked, self.error, self.skipped)
-
-
-def fan_out(
-    requests: Sequence[tuple[str, bytes]], timeout: float = 3.0, connect_retries: int = 2
-) -> list[Delivery]:
-    """Send one pre-encoded HTTP request to every endpoint at once: connect all, then write all.
-
-    The connects run concurrently (non-blocking, one selector), so the writes start about one
-    round trip after the call whatever the number of endpoints; each endpoint gets
-    1 + `connect_retries` attempts of up to `timeout` with a short backoff, independently of the
-    others, so the connect phase lasts at most about timeout × (1 + connect_retries) plus
-    0.05 s × (2^connect_retries − 1). If any endpoint cannot be connected, nothing is sent to
-    anyone (a partial start is not a synchronized one): the unreachable ones get the error, the
-    others are marked skipped. The requests are pre-encoded and the connections open when the
-    writes start, so the last request leaves microseconds after the first (an HTTP client
-    library costs a few hundred microseconds per request, which at 64 units is the whole skew
-    budget). An answer counts when its status line says 200. Every socket is closed before
-    returning.
-    """
-    endpoints = [endpoint for endpoint, _ in requests]
-    results = [Delivery(e) for e in endpoints]
-    dials = _connect_all(endpoints, timeout, connect_retries)
-    for dial in dials:
-        results[dial.index].connected = dial.connected
-    if any(dial.error is not None for dial in dials):
-        for dial in dials:
-            result = results[dial.index]
-            if dial.error is not None:
-                result.error = f"connect failed after {dial.attempts} attempts: {dial.error}"
-            else:
-                assert dial.sock is not None
-                dial.sock.close()
-                result.skipped = True
-        return results
-    socks = {dial.index: dial.sock for dial in dials if dial.sock is not None}
-    try:
-        sent_ok = _write_all(socks, [payload for _, payload in requests], results, timeout)
-        _collect_acks(sent_ok, results, timeout)
-    finally:
-        for sock in socks.values():
-            sock.close()
-    return results
-
-
-def _write_all(
-    socks: Mapping[int, socket.socket],
-    payloads: Sequence[bytes],
-    results: Sequence[Delivery],
-    timeout: float,
-) -> dict[int, socket.socket]:
-    """Write every pre-encoded request back to back; the sockets that took their whole request.
-
-    The sockets are non-blocking: a fresh connection takes a small request at once. Anything a
-    socket did not take is finished after the loop, with a blocking write bounded by `timeout`.
-    """
-    plan = [(i, sock.send, payloads[i]) for i, sock in socks.items()]
-    now = time.time
-    written: list[tuple[int, int | OSError, float]] = []
-    for index, send, payload in plan:  # the fan-out: nothing else in this loop
-        try:
-            count: int | OSError = send(payload)
-        except OSError as e:  # BlockingIOError too: nothing taken
-            count = e
-        written.append((index, count, now()))
-    sent_ok: dict[int, socket.socket] = {}
-    for (index, count, stamp), (_, _, payload) in zip(written, plan, strict=True):
-        sock = socks[index]
-        if isinstance(count, BlockingIOError):
-            count = 0
-        if isinstance(count, int) and count < len(payload):
-            try:
-                sock.settimeout(timeout)
-                sock.sendall(payload[count:])
-                count, stamp = len(payload), time.time()
-            except OSError as e:
-                count = e
-        if isinstance(count, OSError):
-            results[index].error = f"send failed: {count}"
-        else:
-            results[index].sent = stamp
-            sent_ok[index] = sock
-    return sent_ok
-
-
-def _collect_acks(
-    socks: Mapping[int, socket.socket], results: Sequence[Delivery], timeout: float
-) -> None:
-    """Read each response's status line; stamp the ack time or record the error."""
-    selector = selectors.DefaultSelector()
-    buffers: dict[int, bytes] = {}
-    for index, sock in socks.items():
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, index)
-        buffers[index] = b""
-    deadline = time.monotonic() + timeout
-    pending = set(socks)
-    while pending and (remaining := deadline - time.monotonic()) > 0:
-        for key, _ in selector.select(remaining):
-            index = key.data
-            try:
-                chunk = key.fileobj.recv(4096)  # type: ignore[union-attr]
-            except OSError as e:
-                chunk, results[index].error = b"", f"receive failed: {e}"
-            buffers[index] += chunk
-            if b"\r\n" in buffers[index] or not chunk:
-                selector.unregister(key.fileobj)
-                pending.discard(index)
-                line = buffers[index].split(b"\r\n", 1)[0].decode(errors="replace")
-                parts = line.split()
-                if len(parts) >= 2 and parts[1] == "200":
-                    results[index].acked = time.time()
-                elif results[index].error is None:
-                    results[index].error = f"unexpected answer: {line!r}"
-    for index in pending:
-        results[index].error = f"no answer within {timeout}s"
-    selector.close()
 
 
 # ------------------------------------------------------------------ the charm side
@@ -1586,6 +953,331 @@ class SynchronizedTask(ops.Object):
         event.add_status(app_status(data.run, data.last_run, self.reports(), self.clock()))
 
 
+# ------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Start this unit's share of the run and report when it is ready."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Do not arm: the run's input cannot be used here (reported as this unit's failure)."""
+
+    run_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """The workload started but was not ready: look again."""
+
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Collect:
+    """The local workload has ended (or must end now): record how, and go idle."""
+
+    run_id: str
+    stop: bool
+    notice: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Halt:
+    """A workload runs with nothing to report (this unit is idle): stop it, keep the report."""
+
+
+@dataclass(frozen=True)
+class StartAt:
+    """InstantRelease: hand the start instant to the local armed workload."""
+
+    run_id: str
+    instant: float
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Leader: ask participants still initializing whether they are ready by now."""
+
+    endpoints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Release:
+    """Leader, ApiRelease: release every participant at once."""
+
+    endpoints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Leader, InstantRelease: every participant starts at `instant`."""
+
+    instant: float
+
+
+@dataclass(frozen=True)
+class Started:
+    """Leader: the release reached everyone: the run is running."""
+
+    released: Mapping[str, Sequence[float | None]]
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Leader: end the run early; every unit stops; the run ends with the reason."""
+
+    reason: str
+    released: Mapping[str, Sequence[float | None]] | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Leader: every participant has reported: record the outcome and clear the run."""
+
+    lost: tuple[str, ...] = ()
+
+
+Action = (
+    (Arm | Refuse | Recheck | Collect | Halt | StartAt | Probe | Release | Schedule | Started)
+    | Abort
+    | Finish
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one participant's release went (ApiRelease)."""
+
+    sent: float | None = None
+    acked: float | None = None
+    error: str | None = None
+    skipped: bool = False  # not sent: another participant could not be reached
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything a decision needs; nothing from ops."""
+
+    me: str
+    is_leader: bool
+    run: Run | None
+    units: Mapping[str, UnitReport]  # every unit in the relation, me included
+    running: bool  # the local workload is alive
+    now: float
+    instant_release: bool = False
+    lead_s: float = 2.0
+    payload_ok: bool = True  # the payload in the databag matches the run's digest
+    notice: Mapping[str, str] | None = None  # the done-notice this hook was woken by
+    stop_requested: bool = False  # the user's stop runs in this hook
+    probed_ready: frozenset[str] | None = None  # None: no probe in this hook yet
+    released: Mapping[str, Outcome] | None = None  # a release carried out in this hook
+
+
+def decide(o: Observed) -> list[Action]:
+    """The next things to do: this unit's own first, then the leader's for the run."""
+    return decide_unit(o) or decide_leader(o)
+
+
+def decide_unit(o: Observed) -> list[Action]:
+    """What this unit does for itself, as a participant (or a bystander)."""
+    mine = o.units.get(o.me, UnitReport())
+    run = o.run
+    if run is None or o.me not in run.participants:
+        # No run for me: nothing may keep running, nobody may stay busy. An idle unit keeps its
+        # report (e.g. its workload's wrapper still exiting after the done notice was handled).
+        if mine.live:
+            return [Collect(mine.run_id, stop=o.running)]
+        return [Halt()] if o.running else []
+    if run.phase == ARMING and mine.run_id != run.run_id:
+        if not o.payload_ok:
+            return [Refuse(run.run_id, "the payload in the app databag does not match its digest")]
+        return [Arm(run)]
+    if mine.run_id != run.run_id or not mine.live:
+        return []
+    if o.notice is not None and o.notice.get("run_id") == run.run_id:
+        return [Collect(run.run_id, stop=False, notice=o.notice)]
+    if run.phase == STOPPING and o.running:
+        return [Collect(run.run_id, stop=True)]
+    if not o.running:
+        return [Collect(run.run_id, stop=False)]
+    if mine.status == PENDING and run.phase == ARMING:
+        return [Recheck(run.run_id)]  # once running, the leader's probe found it ready
+    if run.phase == RUNNING and run.start_at is not None and mine.started_at is None:
+        return [StartAt(run.run_id, run.start_at)]
+    return []
+
+
+def decide_leader(o: Observed) -> list[Action]:
+    """What the leader does for the run as a whole."""
+    run = o.run
+    if not o.is_leader or run is None:
+        return []
+    if o.stop_requested and run.phase != STOPPING:
+        return [Abort(STOPPED_BY_USER)]
+    present = [p for p in run.participants if p in o.units]
+    departed = [p for p in run.participants if p not in o.units]
+    if run.phase == ARMING:
+        return _decide_arming(o, run, present, departed)
+    finished = [p for p in present if o.units[p].finished(run.run_id)]
+    # Reporting on another run: when stopping, a unit that never armed (nothing to wait for);
+    # when running (every participant was armed at the release), not the unit that armed: lost.
+    absent = [p for p in present if o.units[p].run_id != run.run_id]
+    if run.phase == RUNNING:
+        departed = departed + absent
+    waiting = [p for p in present if p not in finished and p not in absent]
+    if not waiting:
+        return [Finish(lost=tuple(departed))]
+    if run.stop_deadline is not None and o.now > run.stop_deadline:
+        return [Finish(lost=tuple(departed) + tuple(waiting))]
+    return []
+
+
+def _decide_arming(o: Observed, run: Run, present: list[str], departed: list[str]) -> list[Action]:
+    """Leader decisions while the participants arm."""
+    if o.released is not None:
+        return [_after_release(o.released)]
+    if departed:
+        return [Abort(f"{', '.join(departed)} departed before the start")]
+    failed = [p for p in present if o.units[p].finished(run.run_id)]
+    if failed:
+        details = "; ".join(failure_text(p, o.units[p]) for p in failed)
+        return [Abort(f"failed before the start: {details}")]
+    ready = o.probed_ready or frozenset()
+    armed = {
+        p
+        for p in run.participants
+        if o.units[p].armed_for(run.run_id) or (o.units[p].pending_for(run.run_id) and p in ready)
+    }
+    if armed == set(run.participants):
+        if o.instant_release:
+            return [Schedule(o.now + o.lead_s)]
+        return [Release({p: o.units[p].endpoint for p in run.participants})]
+    pending = [p for p in run.participants if o.units[p].pending_for(run.run_id)]
+    all_started = all(p in armed or p in pending for p in run.participants)
+    if pending and all_started and o.probed_ready is None and not o.instant_release:
+        return [Probe({p: o.units[p].endpoint for p in pending})]
+    if o.now > run.deadline:
+        late = [p for p in run.participants if p not in armed]
+        return [Abort(f"not armed within the arm-timeout: {', '.join(late)}")]
+    return []
+
+
+def _after_release(released: Mapping[str, Outcome]) -> Action:
+    """Running if every participant acknowledged; otherwise abort naming who failed."""
+    times = {p: [r.sent, r.acked] for p, r in released.items()}
+    failed = {
+        p: r.error or "not acknowledged"
+        for p, r in released.items()
+        if not r.skipped and (r.error is not None or r.acked is None)
+    }
+    if failed or any(r.skipped for r in released.values()):
+        reason = "release failed: " + "; ".join(f"{p}: {e}" for p, e in failed.items())
+        return Abort(reason, released=times)
+    return Started(times)
+
+
+def failure_text(unit: str, data: UnitReport) -> str:
+    """One participant's failure, for messages."""
+    code = "no exit code" if data.exit_code is None else f"exit code {data.exit_code}"
+    return f"{unit} ({code}{': ' + data.error if data.error else ''})"
+
+
+# ------------------------------------------------------------------ outcome and statuses
+
+
+def count_armed(run: Run, units: Mapping[str, UnitReport]) -> int:
+    """How many participants are armed for the run."""
+    return sum(1 for p in run.participants if p in units and units[p].armed_for(run.run_id))
+
+
+def count_finished(run: Run, units: Mapping[str, UnitReport]) -> int:
+    """How many participants have reported an end for the run."""
+    return sum(1 for p in run.participants if p in units and units[p].finished(run.run_id))
+
+
+def stopping(run: Run, reason: str, now: float) -> Run:
+    """The run after a stop or an abort: phase stopping, with a bounded wait for reports."""
+    return replace(run, phase=STOPPING, reason=reason, stop_deadline=now + STOP_GRACE_SECONDS)
+
+
+def outcome_of(
+    run: Run, units: Mapping[str, UnitReport], lost: Sequence[str], failures: Sequence[str] = ()
+) -> tuple[str, str]:
+    """The run's verdict and reason: a stop, an abort, a loss, a unit's failure, the aggregate."""
+    if run.reason:
+        return (STOPPED if run.reason == STOPPED_BY_USER else FAILED), run.reason
+    if lost:
+        return FAILED, f"lost during the run: {', '.join(lost)}"
+    bad = [
+        p for p in run.participants if p in units and (units[p].exit_code != 0 or units[p].error)
+    ]
+    if bad:
+        return FAILED, "; ".join(failure_text(p, units[p]) for p in bad)
+    if failures:
+        return FAILED, "; ".join(failures)
+    return PASSED, ""
+
+
+def _ms(when: float | None) -> float | None:
+    """An epoch time to the millisecond (the last-run record's per-unit times)."""
+    return None if when is None else round(when, 3)
+
+
+def release_spread_ms(run: Run) -> float | None:
+    """Spread of the release acknowledgements across units, in milliseconds."""
+    acks = release_acks(run)
+    return round((max(acks) - min(acks)) * 1000, 3) if acks else None
+
+
+def last_run_record(
+    run: Run,
+    units: Mapping[str, UnitReport],
+    lost: Sequence[str],
+    now: float,
+    aggregate: Aggregate | None = None,
+) -> LastRun:
+    """The record the leader writes when the run ends."""
+    aggregate = aggregate or Aggregate()
+    outcome, reason = outcome_of(run, units, lost, aggregate.failures)
+    started = run.started
+    per_unit = {}
+    for p in run.participants:
+        data = units.get(p, UnitReport())
+        reported = data.run_id == run.run_id
+        late = None
+        if run.start_at is not None and reported and data.started_at is not None:
+            late = round(max(0.0, data.started_at - run.start_at) * 1000, 3)
+        per_unit[p] = UnitLine(
+            exit_code=data.exit_code if reported else None,
+            error=data.error if reported else "",
+            lost=p in lost,
+            released=tuple(_ms(t) for t in run.released.get(p, ())),
+            late_ms=late,
+            line=dict(aggregate.lines.get(p, {})),
+        )
+    return LastRun(
+        run_id=run.run_id,
+        outcome=outcome,
+        reason=reason,
+        created=run.created,
+        started=started,
+        ended=now,
+        duration_s=round(now - started, 3) if started else None,
+        spread_ms=release_spread_ms(run),
+        units=per_unit,
+        aggregate=dict(aggregate.data),
+        failures=tuple(aggregate.failures),
+        headline=aggregate.headline,
+        info=dict(run.info),
+    )
+
+
 def unit_status(run: Run | None, mine: UnitReport, me: str) -> ops.StatusBase:
     """A unit's status: its part in the active run, a failure of it, or idle."""
     if mine.status == PENDING and not (run and run.run_id == mine.run_id and run.phase != ARMING):
@@ -1627,3 +1319,317 @@ def app_status(
         return ops.ActiveStatus(f"running {running}/{total} units{elapsed}")
     done = count_finished(run, units)
     return ops.MaintenanceStatus(f"stopping {done}/{total} units done")
+
+
+# ------------------------------------------------------------------ the release fan-out
+
+
+def _split(endpoint: str) -> tuple[str, int]:
+    """The host and port of `host:port` or `[v6]:port`; ValueError unless both can be dialled."""
+    host, _, port_text = endpoint.rpartition(":")
+    host, port = host.strip("[]"), int(port_text)
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"not a host:port endpoint: {endpoint!r}")
+    return host, port
+
+
+def _usable(endpoint: str) -> bool:
+    """A host:port that fan_out can connect to (a unit may have published none)."""
+    try:
+        _split(endpoint)
+    except ValueError:
+        return False
+    return True
+
+
+def _addresses(host: str, port: int) -> list[tuple]:
+    """Addresses to connect to, as getaddrinfo gives them; an IP address skips the lookup."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+FIRST_BACKOFF = 0.05  # seconds before an endpoint's first connect retry; doubles for each next
+
+
+@dataclass(eq=False)
+class _Dial:
+    """One endpoint's connect, attempt by attempt (driven by `_Dialer`)."""
+
+    index: int
+    host: str
+    port: int
+    attempts: int = 0  # attempts started
+    addresses: list[tuple] = field(default_factory=list)  # getaddrinfo's, not yet tried
+    sock: socket.socket | None = None  # the connect in flight, then the connected socket
+    deadline: float = math.inf  # monotonic: the connect in flight gives up
+    retry_at: float = math.inf  # monotonic: the next attempt starts
+    connected: float | None = None  # epoch seconds
+    error: OSError | None = None  # why the last attempt failed, once no attempt is left
+
+
+class _Dialer:
+    """Non-blocking connects to every endpoint at once on one selector, each with its retries.
+
+    An attempt resolves the endpoint (an IP address is taken as is; a host name is looked up,
+    blocking) and tries its addresses in turn, each for up to `timeout`. A failed attempt is
+    retried after FIRST_BACKOFF, doubling, while attempts are left: one endpoint's retries
+    never hold up another's connects.
+    """
+
+    def __init__(self, timeout: float, retries: int) -> None:
+        self.timeout, self.retries = timeout, retries
+        self.selector = selectors.DefaultSelector()
+        self.connecting: set[_Dial] = set()
+        self.waiting: set[_Dial] = set()  # backing off before the next attempt
+
+    def run(self, dials: Sequence[_Dial]) -> None:
+        """Until every dial is connected or out of attempts; sockets of failures are closed."""
+        for dial in dials:
+            self._attempt(dial)
+        while self.connecting or self.waiting:
+            wake = min(
+                min((d.deadline for d in self.connecting), default=math.inf),
+                min((d.retry_at for d in self.waiting), default=math.inf),
+            )
+            for key, _ in self.selector.select(max(0.0, wake - time.monotonic())):
+                self._settle(key.data)
+            now = time.monotonic()
+            for dial in [d for d in self.connecting if d.deadline <= now]:
+                self._drop(dial)
+                self._next_address(dial, TimeoutError(f"timed out after {self.timeout:g}s"))
+            for dial in [d for d in self.waiting if d.retry_at <= now]:
+                self._attempt(dial)
+
+    def close(self) -> None:
+        """Close the selector and every connect still in flight."""
+        for dial in list(self.connecting):
+            self._drop(dial)
+        self.selector.close()
+
+    def _attempt(self, dial: _Dial) -> None:
+        self.waiting.discard(dial)
+        dial.attempts += 1
+        dial.retry_at = math.inf
+        try:
+            dial.addresses = _addresses(dial.host, dial.port)
+        except OSError as e:
+            self._attempt_failed(dial, e)
+            return
+        self._next_address(dial, OSError(f"no address for {dial.host}"))
+
+    def _next_address(self, dial: _Dial, error: OSError) -> None:
+        """Start connecting to the attempt's next address; the attempt fails when none is left."""
+        while dial.addresses:
+            family, kind, proto, _, address = dial.addresses.pop(0)
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                code = sock.connect_ex(address)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            if code not in (0, errno.EINPROGRESS):
+                sock.close()
+                error = OSError(code, os.strerror(code))
+                continue
+            dial.sock = sock
+            if code == 0:
+                dial.connected = time.time()
+                return
+            dial.deadline = time.monotonic() + self.timeout
+            self.selector.register(sock, selectors.EVENT_WRITE, dial)
+            self.connecting.add(dial)
+            return
+        self._attempt_failed(dial, error)
+
+    def _settle(self, dial: _Dial) -> None:
+        """The connect in flight has finished: connected, or on to the next address."""
+        assert dial.sock is not None
+        code = dial.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code == 0:
+            self.selector.unregister(dial.sock)
+            self.connecting.discard(dial)
+            dial.connected = time.time()
+        else:
+            self._drop(dial)
+            self._next_address(dial, OSError(code, os.strerror(code)))
+
+    def _drop(self, dial: _Dial) -> None:
+        """Abandon the connect in flight."""
+        assert dial.sock is not None
+        self.selector.unregister(dial.sock)
+        self.connecting.discard(dial)
+        dial.sock.close()
+        dial.sock = None
+
+    def _attempt_failed(self, dial: _Dial, error: OSError) -> None:
+        if dial.attempts > self.retries:
+            dial.error = error
+        else:
+            dial.retry_at = time.monotonic() + FIRST_BACKOFF * 2 ** (dial.attempts - 1)
+            self.waiting.add(dial)
+
+
+def _connect_all(endpoints: Sequence[str], timeout: float, retries: int) -> list[_Dial]:
+    """Connect to every endpoint concurrently, each with 1 + `retries` attempts (`_Dialer`).
+
+    Takes about one round trip when every endpoint answers, whatever their number; at most
+    about timeout × (1 + retries) plus the backoffs when one does not. A malformed endpoint
+    raises ValueError before anything is opened.
+    """
+    dials = [_Dial(i, *_split(endpoint)) for i, endpoint in enumerate(endpoints)]
+    dialer = _Dialer(timeout, retries)
+    try:
+        dialer.run(dials)
+    except BaseException:
+        for dial in dials:
+            if dial.sock is not None and dial not in dialer.connecting:
+                dial.sock.close()
+        raise
+    finally:
+        dialer.close()
+    return dials
+
+
+@dataclass
+class Delivery:
+    """One endpoint's request in a fan-out: when it left, when it was answered 200, or why not."""
+
+    endpoint: str
+    sent: float | None = None
+    acked: float | None = None
+    error: str | None = None
+    skipped: bool = False  # not sent: another endpoint could not be reached (all or nobody)
+    connected: float | None = None  # when its TCP connect completed
+
+    @property
+    def ok(self) -> bool:
+        """Answered with HTTP 200."""
+        return self.error is None and self.acked is not None
+
+    def outcome(self) -> Outcome:
+        """The part the state machine decides on."""
+        return Outcome(self.sent, self.acked, self.error, self.skipped)
+
+
+def fan_out(
+    requests: Sequence[tuple[str, bytes]], timeout: float = 3.0, connect_retries: int = 2
+) -> list[Delivery]:
+    """Send one pre-encoded HTTP request to every endpoint at once: connect all, then write all.
+
+    The connects run concurrently (non-blocking, one selector), so the writes start about one
+    round trip after the call whatever the number of endpoints; each endpoint gets
+    1 + `connect_retries` attempts of up to `timeout` with a short backoff, independently of the
+    others, so the connect phase lasts at most about timeout × (1 + connect_retries) plus
+    0.05 s × (2^connect_retries − 1). If any endpoint cannot be connected, nothing is sent to
+    anyone (a partial start is not a synchronized one): the unreachable ones get the error, the
+    others are marked skipped. The requests are pre-encoded and the connections open when the
+    writes start, so the last request leaves microseconds after the first (an HTTP client
+    library costs a few hundred microseconds per request, which at 64 units is the whole skew
+    budget). An answer counts when its status line says 200. Every socket is closed before
+    returning.
+    """
+    endpoints = [endpoint for endpoint, _ in requests]
+    results = [Delivery(e) for e in endpoints]
+    dials = _connect_all(endpoints, timeout, connect_retries)
+    for dial in dials:
+        results[dial.index].connected = dial.connected
+    if any(dial.error is not None for dial in dials):
+        for dial in dials:
+            result = results[dial.index]
+            if dial.error is not None:
+                result.error = f"connect failed after {dial.attempts} attempts: {dial.error}"
+            else:
+                assert dial.sock is not None
+                dial.sock.close()
+                result.skipped = True
+        return results
+    socks = {dial.index: dial.sock for dial in dials if dial.sock is not None}
+    try:
+        sent_ok = _write_all(socks, [payload for _, payload in requests], results, timeout)
+        _collect_acks(sent_ok, results, timeout)
+    finally:
+        for sock in socks.values():
+            sock.close()
+    return results
+
+
+def _write_all(
+    socks: Mapping[int, socket.socket],
+    payloads: Sequence[bytes],
+    results: Sequence[Delivery],
+    timeout: float,
+) -> dict[int, socket.socket]:
+    """Write every pre-encoded request back to back; the sockets that took their whole request.
+
+    The sockets are non-blocking: a fresh connection takes a small request at once. Anything a
+    socket did not take is finished after the loop, with a blocking write bounded by `timeout`.
+    """
+    plan = [(i, sock.send, payloads[i]) for i, sock in socks.items()]
+    now = time.time
+    written: list[tuple[int, int | OSError, float]] = []
+    for index, send, payload in plan:  # the fan-out: nothing else in this loop
+        try:
+            count: int | OSError = send(payload)
+        except OSError as e:  # BlockingIOError too: nothing taken
+            count = e
+        written.append((index, count, now()))
+    sent_ok: dict[int, socket.socket] = {}
+    for (index, count, stamp), (_, _, payload) in zip(written, plan, strict=True):
+        sock = socks[index]
+        if isinstance(count, BlockingIOError):
+            count = 0
+        if isinstance(count, int) and count < len(payload):
+            try:
+                sock.settimeout(timeout)
+                sock.sendall(payload[count:])
+                count, stamp = len(payload), time.time()
+            except OSError as e:
+                count = e
+        if isinstance(count, OSError):
+            results[index].error = f"send failed: {count}"
+        else:
+            results[index].sent = stamp
+            sent_ok[index] = sock
+    return sent_ok
+
+
+def _collect_acks(
+    socks: Mapping[int, socket.socket], results: Sequence[Delivery], timeout: float
+) -> None:
+    """Read each response's status line; stamp the ack time or record the error."""
+    selector = selectors.DefaultSelector()
+    buffers: dict[int, bytes] = {}
+    for index, sock in socks.items():
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, index)
+        buffers[index] = b""
+    deadline = time.monotonic() + timeout
+    pending = set(socks)
+    while pending and (remaining := deadline - time.monotonic()) > 0:
+        for key, _ in selector.select(remaining):
+            index = key.data
+            try:
+                chunk = key.fileobj.recv(4096)  # type: ignore[union-attr]
+            except OSError as e:
+                chunk, results[index].error = b"", f"receive failed: {e}"
+            buffers[index] += chunk
+            if b"\r\n" in buffers[index] or not chunk:
+                selector.unregister(key.fileobj)
+                pending.discard(index)
+                line = buffers[index].split(b"\r\n", 1)[0].decode(errors="replace")
+                parts = line.split()
+                if len(parts) >= 2 and parts[1] == "200":
+                    results[index].acked = time.time()
+                elif results[index].error is None:
+                    results[index].error = f"unexpected answer: {line!r}"
+    for index in pending:
+        results[index].error = f"no answer within {timeout}s"
+    selector.close()
