@@ -13,6 +13,7 @@ from charms.k6_k8s.v0.synchronized_task import (
     BUSY,
     IDLE,
     PENDING,
+    Action,
     Observed,
     Outcome,
     Run,
@@ -103,6 +104,7 @@ def observed(
     notice: Mapping[str, str] | None = None,
     stop_requested: bool = False,
     released: Mapping[str, Outcome] | None = None,
+    done: tuple[Action, ...] = (),
 ) -> Observed:
     """An observation; by default every unit of UNITS is present and idle."""
     return Observed(
@@ -119,6 +121,7 @@ def observed(
         stop_requested=stop_requested,
         probed_ready=probed_ready,
         released=released,
+        done=done,
     )
 
 

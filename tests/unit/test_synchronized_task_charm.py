@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 import pytest
+from charms.k6_k8s.v0 import synchronized_task as lib
 from charms.k6_k8s.v0.synchronized_task import (
     ARMING,
     BUSY,
@@ -137,6 +138,39 @@ def test_start_is_refused_with_a_message_for_the_user(setup: dict, message: str)
 
     assert failure.value.message == message
     assert workload.called("arm") == []
+
+
+def test_single_unit_start_with_an_instant_takes_three_steps_in_one_hook():
+    workload = FakeWorkload()
+    ctx = context(workload, InstantRelease(lead=2.0))
+    relation = peers()
+
+    out = ctx.run(ctx.on.action("start", params={"size": 3}), state(relation))
+
+    run = app_out(out, relation).run
+    assert run is not None and run.phase == RUNNING  # Arm, Schedule, then StartAt
+    assert workload.called("release_at") == [(run.run_id, CLOCK + 2.0)]
+    assert not [line for line in ctx.juju_log if line.level == "WARNING"]
+
+
+def test_reaching_the_step_cap_logs_a_warning_naming_the_last_decisions(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(lib, "MAX_STEPS", 2)  # the same start needs three steps
+    workload = FakeWorkload()
+    ctx = context(workload, InstantRelease(lead=2.0))
+    relation = peers()
+
+    out = ctx.run(ctx.on.action("start", params={"size": 3}), state(relation))
+
+    run = app_out(out, relation).run
+    assert run is not None and run.phase == RUNNING  # Arm and Schedule were carried out
+    assert workload.called("release_at") == []  # StartAt is left for the next hook
+    warnings = [line.message for line in ctx.juju_log if line.level == "WARNING"]
+    assert warnings == [
+        "stopped after 2 steps in one hook (MAX_STEPS); the last decisions: Arm, Schedule; "
+        "any left are taken in the next hook"
+    ]
 
 
 # ------------------------------------------------------------ a participant

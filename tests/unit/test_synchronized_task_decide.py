@@ -348,6 +348,38 @@ def test_decide_puts_the_units_own_decision_before_the_leaders():
     ]
 
 
+def test_decide_skips_a_unit_decision_carried_out_in_this_hook_and_gives_the_leaders():
+    # the leader rechecked its own workload in this hook and found it still initializing
+    run = make_run(ARMING, ("app/0",))
+    units = {"app/0": pending("app/0")}
+
+    late = observed(run, units, running=True, now=DEADLINE + 1, instant=True)
+
+    decision = decide(replace(late, done=(Recheck(RUN_ID),)))
+
+    assert decide(late) == [Recheck(RUN_ID)]
+    assert decision == [Abort("not armed within the arm-timeout: app/0")]
+
+
+def test_decide_skips_a_leader_decision_carried_out_in_this_hook():
+    run = make_run(ARMING)
+    release = Release({u: address_of(u) for u in UNITS})
+
+    decision = decide(observed(run, all_armed(), running=True, done=(release,)))
+
+    assert decide(observed(run, all_armed(), running=True)) == [release]
+    assert decision == []
+
+
+def test_decide_gives_a_decision_again_when_it_differs_from_the_one_carried_out():
+    run = make_run(ARMING, ("app/0",))
+    units = {"app/0": pending("app/0")}
+
+    decision = decide(observed(run, units, running=True, done=(Recheck(OLD_RUN_ID),)))
+
+    assert decision == [Recheck(RUN_ID)]
+
+
 # ============================================================ decide_leader: arming
 
 

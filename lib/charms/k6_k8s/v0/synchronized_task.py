@@ -524,7 +524,6 @@ class SynchronizedTask(ops.Object):
         self.release = release
         self.aggregate = aggregate
         self.clock = clock
-        self._stop_requested = False
         on = charm.on
         for event in (
             on[relation_name].relation_changed,
@@ -653,11 +652,7 @@ class SynchronizedTask(ops.Object):
         run = self.run
         if run is None:
             return None
-        self._stop_requested = True
-        try:
-            self.reconcile()
-        finally:
-            self._stop_requested = False
+        self.reconcile(stop_requested=True)
         return run
 
     # ------------------------------------------------------------ the loop
@@ -681,29 +676,32 @@ class SynchronizedTask(ops.Object):
             self.workload.halt()
 
     def reconcile(
-        self, check_workload: bool = False, notice: Mapping[str, str] | None = None
+        self,
+        check_workload: bool = False,
+        notice: Mapping[str, str] | None = None,
+        stop_requested: bool = False,
     ) -> None:
-        """Carry out decisions until there is nothing left to do in this hook."""
+        """Carry out `decide`'s decisions until there is nothing left to do in this hook."""
         if self.relation is None:
             return
-        done: list[Action] = []
-        self._probed: frozenset[str] | None = None
-        self._released: Mapping[str, Outcome] | None = None
+        hook = HookResults(notice=notice, stop_requested=stop_requested)
         for _ in range(MAX_STEPS):
-            observed = self._observe(check_workload, notice)
-            # Each level on its own: a unit decision already carried out in this hook (say a
-            # Recheck that found the workload still initializing) must not hide the leader's.
-            actions = [a for a in decide_unit(observed) if a not in done] or [
-                a for a in decide_leader(observed) if a not in done
-            ]
+            observed = self._observe(check_workload, hook)
+            actions = decide(observed)
             if not actions:
                 return
             for action in actions:
-                done.append(action)
-                self._carry_out(action, observed)
+                hook.done.append(action)
+                self._carry_out(action, observed, hook)
+        logger.warning(
+            "stopped after %d steps in one hook (MAX_STEPS); the last decisions: %s; "
+            "any left are taken in the next hook",
+            MAX_STEPS,
+            ", ".join(type(action).__name__ for action in hook.done[-3:]),
+        )
 
-    def _observe(self, check_workload: bool, notice: Mapping[str, str] | None) -> Observed:
-        """Snapshot of everything the state machine decides on."""
+    def _observe(self, check_workload: bool, hook: HookResults) -> Observed:
+        """Snapshot of everything the state machine decides on, this hook's results included."""
         data = self._app_data()
         units = self.reports()
         mine = units[self.charm.unit.name]
@@ -722,10 +720,11 @@ class SynchronizedTask(ops.Object):
             instant_release=instant,
             lead_s=self.release.lead if isinstance(self.release, InstantRelease) else 0.0,
             payload_ok=payload_ok,
-            notice=notice,
-            stop_requested=self._stop_requested,
-            probed_ready=self._probed,
-            released=self._released,
+            notice=hook.notice,
+            stop_requested=hook.stop_requested,
+            probed_ready=hook.probed,
+            released=hook.released,
+            done=tuple(hook.done),
         )
 
     def _running(self) -> bool:
@@ -734,9 +733,9 @@ class SynchronizedTask(ops.Object):
         except (ops.ModelError, ops.pebble.ConnectionError):
             return False
 
-    def _carry_out(self, action: Action, observed: Observed) -> None:
-        """Dispatch one decision."""
-        handlers: dict[type, Callable[[Any, Observed], None]] = {
+    def _carry_out(self, action: Action, observed: Observed, hook: HookResults) -> None:
+        """Dispatch one decision to its handler."""
+        handlers: dict[type, Callable[[Any, Observed, HookResults], None]] = {
             Arm: self._arm,
             Refuse: self._refuse,
             Recheck: self._recheck,
@@ -750,11 +749,11 @@ class SynchronizedTask(ops.Object):
             Abort: self._abort,
             Finish: self._finish,
         }
-        handlers[type(action)](action, observed)
+        handlers[type(action)](action, observed, hook)
 
     # ------------------------------------------------------------ participant side
 
-    def _arm(self, action: Arm, _: Observed) -> None:
+    def _arm(self, action: Arm, _: Observed, __: HookResults) -> None:
         """Start this unit's share; report busy once ready, pending while it initializes."""
         run = action.run
         report = UnitReport(endpoint=self.published_endpoint(), status=IDLE, run_id=run.run_id)
@@ -773,7 +772,7 @@ class SynchronizedTask(ops.Object):
         report.status = BUSY if ready else PENDING
         self._save_unit(report)
 
-    def _refuse(self, action: Refuse, _: Observed) -> None:
+    def _refuse(self, action: Refuse, _: Observed, __: HookResults) -> None:
         """Report the run failed here without starting anything."""
         self._save_unit(
             UnitReport(
@@ -784,7 +783,7 @@ class SynchronizedTask(ops.Object):
             )
         )
 
-    def _recheck(self, action: Recheck, observed: Observed) -> None:
+    def _recheck(self, action: Recheck, observed: Observed, _: HookResults) -> None:
         """Look again at a workload that was still initializing."""
         mine = observed.units[self.charm.unit.name]
         run = observed.run
@@ -792,7 +791,7 @@ class SynchronizedTask(ops.Object):
         if self.workload.ready(run, self.bind_address()):
             self._save_unit(replace(mine, status=BUSY))
 
-    def _start_at(self, action: StartAt, observed: Observed) -> None:
+    def _start_at(self, action: StartAt, observed: Observed, hook: HookResults) -> None:
         """Hand the start instant to the armed local workload; note when that happened."""
         run = observed.run
         assert run is not None
@@ -801,22 +800,22 @@ class SynchronizedTask(ops.Object):
             self.workload.release_at(run, action.instant)
         except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
             logger.warning("could not hand the start instant over: %s", e)
-            self._collect(Collect(action.run_id, stop=True), observed)
+            self._collect(Collect(action.run_id, stop=True), observed, hook)
             return
         mine = observed.units[self.charm.unit.name]
         self._save_unit(replace(mine, started_at=now))
 
-    def _halt(self, _: Halt | Collect, __: Observed) -> None:
+    def _halt(self, _: Halt | Collect, __: Observed, ___: HookResults) -> None:
         """Stop the local workload; a failure to is logged (the next hook sees it running)."""
         try:
             self.workload.halt()
         except (ops.pebble.ChangeError, ops.pebble.ConnectionError, ops.pebble.APIError) as e:
             logger.warning("stopping the workload failed: %s", e)
 
-    def _collect(self, action: Collect, observed: Observed) -> None:
+    def _collect(self, action: Collect, observed: Observed, hook: HookResults) -> None:
         """The local workload has ended (or is stopped now): record how, and go idle."""
         if action.stop:
-            self._halt(action, observed)
+            self._halt(action, observed, hook)
         mine = observed.units.get(self.charm.unit.name, UnitReport())
         notice = action.notice or self._done_notice(action.run_id)
         self._save_unit(self._ended(mine, notice, "", observed.run))
@@ -866,16 +865,16 @@ class SynchronizedTask(ops.Object):
 
     # ------------------------------------------------------------ leader side
 
-    def _probe(self, action: Probe, _: Observed) -> None:
+    def _probe(self, action: Probe, _: Observed, hook: HookResults) -> None:
         """Which still-initializing participants are ready by now."""
-        self._probed = frozenset(self.workload.probe(action.endpoints))
+        hook.probed = frozenset(self.workload.probe(action.endpoints))
 
-    def _release(self, action: Release, _: Observed) -> None:
+    def _release(self, action: Release, _: Observed, hook: HookResults) -> None:
         """Release every participant at once through its API; the outcome decides next."""
         assert isinstance(self.release, ApiRelease)
         unusable = {p: e for p, e in action.endpoints.items() if not _usable(e)}
         if unusable:  # all or nobody: nothing is sent; the state machine aborts naming them
-            self._released = {
+            hook.released = {
                 p: Outcome(error=f"no usable endpoint published ({unusable[p]!r})")
                 if p in unusable
                 else Outcome(skipped=True)
@@ -885,31 +884,31 @@ class SynchronizedTask(ops.Object):
         order = list(action.endpoints)
         requests = [(e, self.workload.release_request(e)) for e in action.endpoints.values()]
         deliveries = fan_out(requests, self.release.timeout, self.release.connect_retries)
-        self._released = {p: d.outcome() for p, d in zip(order, deliveries, strict=True)}
+        hook.released = {p: d.outcome() for p, d in zip(order, deliveries, strict=True)}
 
-    def _schedule(self, action: Schedule, observed: Observed) -> None:
+    def _schedule(self, action: Schedule, observed: Observed, _: HookResults) -> None:
         """Every participant starts at the instant: the run is running from now on."""
         run = observed.run
         assert run is not None
         self._save_run(replace(run, phase=RUNNING, start_at=action.instant))
         logger.info("run %s starts at %.3f", run.run_id, action.instant)
 
-    def _started(self, action: Started, observed: Observed) -> None:
+    def _started(self, action: Started, observed: Observed, hook: HookResults) -> None:
         """The release reached everyone: record when, and the run is running."""
         run = observed.run
         assert run is not None
         self._save_run(replace(run, phase=RUNNING, released=dict(action.released)))
-        self._released = None
+        hook.released = None
         logger.info("run %s released on %d units", run.run_id, len(run.participants))
 
-    def _abort(self, action: Abort, observed: Observed) -> None:
+    def _abort(self, action: Abort, observed: Observed, hook: HookResults) -> None:
         """Phase stopping: ask every armed participant to stop; units stop on the change."""
         run = observed.run
         assert run is not None
         if action.released is not None:
             run = replace(run, released=dict(action.released))
         self._save_run(stopping(run, action.reason, observed.now))
-        self._released = None
+        hook.released = None
         endpoints = [
             observed.units[p].endpoint
             for p in run.participants
@@ -922,7 +921,7 @@ class SynchronizedTask(ops.Object):
             self.workload.stop_remote(endpoints)
         logger.warning("run %s stopping: %s", run.run_id, action.reason)
 
-    def _finish(self, action: Finish, observed: Observed) -> None:
+    def _finish(self, action: Finish, observed: Observed, _: HookResults) -> None:
         """Aggregate the participants' reports into the last run and clear the active run."""
         run = observed.run
         assert run is not None
@@ -1077,11 +1076,32 @@ class Observed:
     stop_requested: bool = False  # the user's stop runs in this hook
     probed_ready: frozenset[str] | None = None  # None: no probe in this hook yet
     released: Mapping[str, Outcome] | None = None  # a release carried out in this hook
+    done: tuple[Action, ...] = ()  # the decisions already carried out in this hook
+
+
+@dataclass
+class HookResults:
+    """One hook's own results, created by each reconcile and passed to every handler.
+
+    Each observation copies them into `Observed`: the hook's wake-up (a done-notice, the user's
+    stop), the decisions carried out so far, and what the leader's probe and release found.
+    """
+
+    notice: Mapping[str, str] | None = None
+    stop_requested: bool = False
+    done: list[Action] = field(default_factory=list)
+    probed: frozenset[str] | None = None  # participants the probe found ready; None: no probe
+    released: Mapping[str, Outcome] | None = None  # each participant's release, once released
 
 
 def decide(o: Observed) -> list[Action]:
-    """The next things to do: this unit's own first, then the leader's for the run."""
-    return decide_unit(o) or decide_leader(o)
+    """The next things to do: this unit's own first, then the leader's; none done in this hook.
+
+    Each level is filtered on its own: a unit decision already carried out in this hook (say
+    a Recheck that found the workload still initializing) must not hide the leader's.
+    """
+    mine = [a for a in decide_unit(o) if a not in o.done]
+    return mine or [a for a in decide_leader(o) if a not in o.done]
 
 
 def decide_unit(o: Observed) -> list[Action]:
