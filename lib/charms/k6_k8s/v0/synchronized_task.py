@@ -1,3 +1,17 @@
+# Copyright 2026 k6-k8s contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """One task armed on every unit of an application, then released on all of them at one instant.
 
 Juju runs actions on one unit and gives no timing guarantee between units, so the leader
@@ -129,7 +143,10 @@ import ops
 
 LIBID = "28c9808dd4d5494197c89ce24d0b8221"
 LIBAPI = 0
-LIBPATCH = 2
+LIBPATCH = 3
+
+# Relation.load/save (typed databags) arrived in ops 2.18 (this repository pins ops 3.9.0).
+PYDEPS = ["ops>=2.18"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,20 +238,9 @@ class Run:
         return self.start_at
 
 
-def _ms(when: float | None) -> float | None:
-    """An epoch time to the millisecond (the last-run record's per-unit times)."""
-    return None if when is None else round(when, 3)
-
-
 def release_acks(run: Run) -> list[float]:
     """When each participant acknowledged its release (epoch seconds), where it did."""
     return [t[1] for t in run.released.values() if len(t) > 1 and t[1]]
-
-
-def release_spread_ms(run: Run) -> float | None:
-    """Spread of the release acknowledgements across units, in milliseconds."""
-    acks = release_acks(run)
-    return round((max(acks) - min(acks)) * 1000, 3) if acks else None
 
 
 @dataclass(frozen=True)
@@ -351,6 +357,16 @@ class LastRun:
         return data
 
 
+@dataclass(frozen=True)
+class Aggregate:
+    """The leader's merge of the participants' results (the charm's `aggregate` callback)."""
+
+    data: Mapping[str, Any] = field(default_factory=dict)  # compact: O(1) in the units
+    failures: Sequence[str] = ()  # each fails the run, e.g. a global threshold
+    lines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # unit -> short line
+    headline: str = ""  # one line for the application status
+
+
 @dataclass
 class AppData:
     """The leader-written application databag."""
@@ -380,6 +396,560 @@ def app_databag(data: AppData) -> dict[str, str]:
     records have their own, more compact, JSON form.
     """
     return {f.name: _encode(getattr(data, f.name)) for f in fields(AppData)}
+
+
+# ------------------------------------------------------------------ the workload side
+
+
+class TaskRefused(Exception):
+    """`start` or `stop` cannot be done now; the message tells the user what to do."""
+
+
+class ArmFailed(Exception):
+    """The workload could not be started (e.g. Pebble's "exited quickly"); str() says why."""
+
+
+class Workload(abc.ABC):
+    """What the charm does for the library on its own unit (and, as leader, towards others)."""
+
+    @abc.abstractmethod
+    def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
+        """Start this unit's share, waiting to be released; True once ready.
+
+        `address` is this unit's own address (its pod IP): where an API must listen.
+
+        Raises:
+            ArmFailed: the workload did not start.
+        """
+
+    def ready(self, run: Run, address: str) -> bool:
+        """Whether the workload started by `arm` is ready by now."""
+        return True
+
+    @abc.abstractmethod
+    def running(self) -> bool:
+        """The local workload process is alive."""
+
+    @abc.abstractmethod
+    def halt(self) -> None:
+        """Stop the local workload (Pebble's SIGTERM, then SIGKILL)."""
+
+    def result(self, run: Run) -> dict[str, Any] | None:
+        """This unit's result once its workload ended (kept in its databag: keep it small)."""
+        return None
+
+    # ApiRelease
+    def release_request(self, endpoint: str) -> bytes:
+        """The bytes that release the workload listening at `endpoint` (an HTTP request)."""
+        raise NotImplementedError("ApiRelease needs Workload.release_request")
+
+    def probe(self, endpoints: Mapping[str, str]) -> frozenset[str]:
+        """Leader: which of these units' workloads are ready (asked through their API)."""
+        return frozenset()
+
+    def stop_remote(self, endpoints: Sequence[str]) -> None:  # noqa: B027 (optional hook)
+        """Leader: ask these units' workloads to stop through their API (best effort)."""
+
+    # InstantRelease
+    def release_at(self, run: Run, instant: float) -> None:
+        """Tell the armed local workload to start at `instant` (epoch seconds)."""
+        raise NotImplementedError("InstantRelease needs Workload.release_at")
+
+
+# ------------------------------------------------------------------ release mechanisms
+
+
+@dataclass(frozen=True)
+class ApiRelease:
+    """Release through each unit's own API: the leader's parallel fan-out to every pod."""
+
+    port: int
+    timeout: float = 3.0
+    connect_retries: int = 2
+
+
+@dataclass(frozen=True)
+class InstantRelease:
+    """Release at an instant `lead` seconds after the last unit armed (no API needed)."""
+
+    lead: float = 2.0
+
+
+# ------------------------------------------------------------------ the one-shot service
+
+
+def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
+    """A Pebble service command: run `shell_line`, then notify `notice_key` with its exit code.
+
+    The line runs under `/bin/sh -c`. It must end when Pebble's SIGTERM reaches the process
+    group: one command (whose exit code is then reported as is), or several wrapped in
+    a child `sh -c '…'` (the trap below would otherwise let a loop carry on after the TERM).
+    TERM is trapped by a handler (not ignored, which children
+    would inherit) while it runs, so that a Pebble stop still sends the notice; then ignored,
+    so that a stop racing the notice cannot kill `pebble notify`. The shell exits with the
+    line's code, so Pebble's "exited quickly with code N" carries it too.
+    """
+    notify = shlex.join([PEBBLE, "notify", notice_key, f"run_id={run_id}"])
+    line = (
+        f"trap 'true' TERM; {shell_line}; code=$?; trap '' TERM; "
+        f"{notify} exit_code=$code; exit $code"
+    )
+    return shlex.join(["/bin/sh", "-c", line])
+
+
+# ------------------------------------------------------------------ the charm side
+
+
+class SynchronizedTask(ops.Object):
+    """The pattern on a charm: observes the events, carries out `decide`, keeps the statuses."""
+
+    def __init__(
+        self,
+        charm: ops.CharmBase,
+        relation_name: str,
+        workload: Workload,
+        *,
+        container: str,
+        notice_key: str,
+        release: ApiRelease | InstantRelease,
+        aggregate: Callable[[Run, Mapping[str, UnitReport], float], Aggregate] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(charm, relation_name)
+        self.charm = charm
+        self.relation_name = relation_name
+        self.workload = workload
+        self.container = charm.unit.get_container(container)
+        self.notice_key = notice_key
+        self.release = release
+        self.aggregate = aggregate
+        self.clock = clock
+        on = charm.on
+        for event in (
+            on[relation_name].relation_changed,
+            on[relation_name].relation_joined,
+            on[relation_name].relation_departed,
+            on.leader_elected,
+            on.config_changed,
+            on[container].pebble_ready,
+        ):
+            self.framework.observe(event, self._on_event)
+        self.framework.observe(on.update_status, self._on_update_status)
+        self.framework.observe(on[container].pebble_custom_notice, self._on_notice)
+        self.framework.observe(on.stop, self._on_unit_stop)
+        self.framework.observe(on.collect_unit_status, self._on_collect_unit_status)
+        self.framework.observe(on.collect_app_status, self._on_collect_app_status)
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def relation(self) -> ops.Relation | None:
+        """The peer relation (None before it exists)."""
+        return self.charm.model.get_relation(self.relation_name)
+
+    def _app_data(self) -> AppData:
+        relation = self.relation
+        return relation.load(AppData, self.charm.app) if relation else AppData()
+
+    def _save_app(self, data: AppData) -> None:
+        relation = self.relation
+        assert relation is not None
+        relation.data[self.charm.app].update(app_databag(data))
+
+    def _save_run(self, run: Run) -> None:
+        """Write the active run alone (the payload and the last run stay as they are)."""
+        relation = self.relation
+        assert relation is not None
+        relation.data[self.charm.app]["run"] = _encode(run)
+
+    def _save_unit(self, report: UnitReport) -> None:
+        relation = self.relation
+        assert relation is not None
+        relation.save(report, self.charm.unit)
+
+    def _own_report(self) -> UnitReport:
+        """This unit's report (without decoding every peer's)."""
+        relation = self.relation
+        return relation.load(UnitReport, self.charm.unit) if relation else UnitReport()
+
+    @property
+    def run(self) -> Run | None:
+        """The active run, if any."""
+        return self._app_data().run
+
+    @property
+    def last_run(self) -> LastRun | None:
+        """The record of the last run that ended."""
+        return self._app_data().last_run
+
+    def reports(self) -> dict[str, UnitReport]:
+        """Every present unit's report, this one's included."""
+        relation = self.relation
+        reports = {self.charm.unit.name: self._own_report()}
+        if relation is not None:
+            reports.update({u.name: relation.load(UnitReport, u) for u in relation.units})
+        return reports
+
+    def bind_address(self) -> str:
+        """This unit's own address (its pod IP on Kubernetes): the peer binding's bind address."""
+        binding = self.charm.model.get_binding(self.relation_name)
+        assert binding is not None
+        return str(binding.network.bind_address)
+
+    def published_endpoint(self) -> str:
+        """host:port at which the leader reaches this unit's workload (ApiRelease), or ""."""
+        if not isinstance(self.release, ApiRelease):
+            return ""
+        return endpoint_of(self.bind_address(), self.release.port)
+
+    # ------------------------------------------------------------ what the charm calls
+
+    def start(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        info: Mapping[str, Any] | None = None,
+        arm_timeout: float = 120.0,
+        expected_s: float | None = None,
+    ) -> Run:
+        """Freeze a run over every unit present now and arm this unit in the same hook.
+
+        Raises:
+            TaskRefused: not the leader, no peer relation yet, or a run already active.
+        """
+        if not self.charm.unit.is_leader():
+            raise TaskRefused(
+                f"only the leader starts a run: juju run {self.charm.app.name}/leader …"
+            )
+        relation = self.relation
+        if relation is None:
+            raise TaskRefused("the peer relation is not ready yet; retry in a moment")
+        data = self._app_data()
+        if data.run is not None:
+            raise TaskRefused(f"run {data.run.run_id} is already active ({data.run.phase})")
+        now = self.clock()
+        names = [self.charm.unit.name, *(u.name for u in relation.units)]
+        run = Run(
+            run_id=uuid.uuid4().hex[:12],
+            phase=ARMING,
+            participants=tuple(sorted(names, key=unit_order)),
+            created=now,
+            deadline=now + arm_timeout,
+            payload_sha256=digest(payload),
+            info=dict(info or {}),
+            expected_s=expected_s,
+        )
+        self._save_app(AppData(run=run, payload=dict(payload), last_run=data.last_run))
+        self.reconcile()
+        return run
+
+    def stop(self) -> Run | None:
+        """Stop the active run on every unit (leader only); the run it stopped, if any."""
+        if not self.charm.unit.is_leader():
+            raise TaskRefused(
+                f"only the leader stops a run: juju run {self.charm.app.name}/leader …"
+            )
+        run = self.run
+        if run is None:
+            return None
+        self.reconcile(stop_requested=True)
+        return run
+
+    # ------------------------------------------------------------ the loop
+
+    def _on_event(self, _: ops.EventBase) -> None:
+        self.reconcile()
+
+    def _on_update_status(self, _: ops.EventBase) -> None:
+        """The periodic look: also catches a workload left running with no run for it."""
+        self.reconcile(check_workload=True)
+
+    def _on_notice(self, event: ops.PebbleCustomNoticeEvent) -> None:
+        """The local workload ended: its done-notice carries the run id and exit code."""
+        if event.notice.key != self.notice_key:
+            return
+        self.reconcile(notice=dict(event.notice.last_data))
+
+    def _on_unit_stop(self, _: ops.EventBase) -> None:
+        """The unit is going away: leave no workload behind."""
+        if self.container.can_connect() and self._running():
+            self.workload.halt()
+
+    def reconcile(
+        self,
+        check_workload: bool = False,
+        notice: Mapping[str, str] | None = None,
+        stop_requested: bool = False,
+    ) -> None:
+        """Carry out `decide`'s decisions until there is nothing left to do in this hook."""
+        if self.relation is None:
+            return
+        hook = HookResults(notice=notice, stop_requested=stop_requested)
+        for _ in range(MAX_STEPS):
+            observed = self._observe(check_workload, hook)
+            actions = decide(observed)
+            if not actions:
+                return
+            for action in actions:
+                hook.done.append(action)
+                self._carry_out(action, observed, hook)
+        logger.warning(
+            "stopped after %d steps in one hook (MAX_STEPS); the last decisions: %s; "
+            "any left are taken in the next hook",
+            MAX_STEPS,
+            ", ".join(type(action).__name__ for action in hook.done[-3:]),
+        )
+
+    def _observe(self, check_workload: bool, hook: HookResults) -> Observed:
+        """Snapshot of everything the state machine decides on, this hook's results included."""
+        data = self._app_data()
+        units = self.reports()
+        mine = units[self.charm.unit.name]
+        running = self._running() if (check_workload or mine.live) else False
+        payload_ok = data.run is None or (
+            data.payload is not None and digest(data.payload) == data.run.payload_sha256
+        )
+        instant = isinstance(self.release, InstantRelease)
+        return Observed(
+            me=self.charm.unit.name,
+            is_leader=self.charm.unit.is_leader(),
+            run=data.run,
+            units=units,
+            running=running,
+            now=self.clock(),
+            instant_release=instant,
+            lead_s=self.release.lead if isinstance(self.release, InstantRelease) else 0.0,
+            payload_ok=payload_ok,
+            notice=hook.notice,
+            stop_requested=hook.stop_requested,
+            probed_ready=hook.probed,
+            released=hook.released,
+            done=tuple(hook.done),
+        )
+
+    def _running(self) -> bool:
+        try:
+            return self.workload.running()
+        except (ops.ModelError, ops.pebble.ConnectionError):
+            return False
+
+    def _carry_out(self, action: Action, observed: Observed, hook: HookResults) -> None:
+        """Dispatch one decision to its handler."""
+        handlers: dict[type, Callable[[Any, Observed, HookResults], None]] = {
+            Arm: self._arm,
+            Refuse: self._refuse,
+            Recheck: self._recheck,
+            Collect: self._collect,
+            Halt: self._halt,
+            StartAt: self._start_at,
+            Probe: self._probe,
+            Release: self._release,
+            Schedule: self._schedule,
+            Started: self._started,
+            Abort: self._abort,
+            Finish: self._finish,
+        }
+        handlers[type(action)](action, observed, hook)
+
+    # ------------------------------------------------------------ participant side
+
+    def _arm(self, action: Arm, _: Observed, __: HookResults) -> None:
+        """Start this unit's share; report busy once ready, pending while it initializes."""
+        run = action.run
+        report = UnitReport(endpoint=self.published_endpoint(), status=IDLE, run_id=run.run_id)
+        payload = self._app_data().payload or {}
+        share = run.share_of(self.charm.unit.name)
+        try:
+            ready = self.workload.arm(run, payload, share, self.bind_address())
+        except ArmFailed as e:
+            logger.warning("the workload did not start for run %s: %s", run.run_id, e)
+            self._save_unit(self._ended(report, self._done_notice(run.run_id), str(e), run))
+            return
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            report.error = f"workload container unreachable: {e}"
+            self._save_unit(report)
+            return
+        report.status = BUSY if ready else PENDING
+        self._save_unit(report)
+
+    def _refuse(self, action: Refuse, _: Observed, __: HookResults) -> None:
+        """Report the run failed here without starting anything."""
+        self._save_unit(
+            UnitReport(
+                endpoint=self.published_endpoint(),
+                status=IDLE,
+                run_id=action.run_id,
+                error=action.error,
+            )
+        )
+
+    def _recheck(self, action: Recheck, observed: Observed, _: HookResults) -> None:
+        """Look again at a workload that was still initializing."""
+        mine = observed.units[self.charm.unit.name]
+        run = observed.run
+        assert run is not None
+        if self.workload.ready(run, self.bind_address()):
+            self._save_unit(replace(mine, status=BUSY))
+
+    def _start_at(self, action: StartAt, observed: Observed, hook: HookResults) -> None:
+        """Hand the start instant to the armed local workload; note when that happened."""
+        run = observed.run
+        assert run is not None
+        now = self.clock()
+        try:
+            self.workload.release_at(run, action.instant)
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            logger.warning("could not hand the start instant over: %s", e)
+            self._collect(Collect(action.run_id, stop=True), observed, hook)
+            return
+        mine = observed.units[self.charm.unit.name]
+        self._save_unit(replace(mine, started_at=now))
+
+    def _halt(self, _: Halt | Collect, __: Observed, ___: HookResults) -> None:
+        """Stop the local workload; a failure to is logged (the next hook sees it running)."""
+        try:
+            self.workload.halt()
+        except (ops.pebble.ChangeError, ops.pebble.ConnectionError, ops.pebble.APIError) as e:
+            logger.warning("stopping the workload failed: %s", e)
+
+    def _collect(self, action: Collect, observed: Observed, hook: HookResults) -> None:
+        """The local workload has ended (or is stopped now): record how, and go idle."""
+        if action.stop:
+            self._halt(action, observed, hook)
+        mine = observed.units.get(self.charm.unit.name, UnitReport())
+        notice = action.notice or self._done_notice(action.run_id)
+        self._save_unit(self._ended(mine, notice, "", observed.run))
+
+    def _ended(
+        self, base: UnitReport, notice: Mapping[str, str] | None, error: str, run: Run | None
+    ) -> UnitReport:
+        """Idle, with the exit code (and the result, when `run` is this report's) of its end."""
+        exit_code = None
+        result = None
+        if notice is not None:
+            try:
+                exit_code = int(notice.get("exit_code", ""))
+            except ValueError:
+                error = error or f"unreadable exit code {notice.get('exit_code')!r}"
+            if run is not None and run.run_id == base.run_id:
+                result = self._result(run)
+        elif not error:
+            error = "the workload ended without a done notice"
+        return UnitReport(
+            endpoint=base.endpoint,
+            status=IDLE,
+            run_id=base.run_id,
+            exit_code=exit_code,
+            error=error,
+            result=result,
+            started_at=base.started_at,
+        )
+
+    def _result(self, run: Run) -> dict[str, Any] | None:
+        try:
+            return self.workload.result(run)
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            logger.info("no result from the workload: %s", e)
+            return None
+
+    def _done_notice(self, run_id: str) -> dict[str, str] | None:
+        """The data of the done-notice for this run, if Pebble has one."""
+        try:
+            notices = self.container.get_notices(keys=[self.notice_key])
+        except (ops.pebble.ConnectionError, ops.pebble.APIError):
+            return None
+        for notice in notices:
+            if notice.last_data.get("run_id") == run_id:
+                return dict(notice.last_data)
+        return None
+
+    # ------------------------------------------------------------ leader side
+
+    def _probe(self, action: Probe, _: Observed, hook: HookResults) -> None:
+        """Which still-initializing participants are ready by now."""
+        hook.probed = frozenset(self.workload.probe(action.endpoints))
+
+    def _release(self, action: Release, _: Observed, hook: HookResults) -> None:
+        """Release every participant at once through its API; the outcome decides next."""
+        assert isinstance(self.release, ApiRelease)
+        unusable = {p: e for p, e in action.endpoints.items() if not _usable(e)}
+        if unusable:  # all or nobody: nothing is sent; the state machine aborts naming them
+            hook.released = {
+                p: Outcome(error=f"no usable endpoint published ({unusable[p]!r})")
+                if p in unusable
+                else Outcome(skipped=True)
+                for p in action.endpoints
+            }
+            return
+        order = list(action.endpoints)
+        requests = [(e, self.workload.release_request(e)) for e in action.endpoints.values()]
+        deliveries = fan_out(requests, self.release.timeout, self.release.connect_retries)
+        hook.released = {p: d.outcome() for p, d in zip(order, deliveries, strict=True)}
+
+    def _schedule(self, action: Schedule, observed: Observed, _: HookResults) -> None:
+        """Every participant starts at the instant: the run is running from now on."""
+        run = observed.run
+        assert run is not None
+        self._save_run(replace(run, phase=RUNNING, start_at=action.instant))
+        logger.info("run %s starts at %.3f", run.run_id, action.instant)
+
+    def _started(self, action: Started, observed: Observed, hook: HookResults) -> None:
+        """The release reached everyone: record when, and the run is running."""
+        run = observed.run
+        assert run is not None
+        self._save_run(replace(run, phase=RUNNING, released=dict(action.released)))
+        hook.released = None
+        logger.info("run %s released on %d units", run.run_id, len(run.participants))
+
+    def _abort(self, action: Abort, observed: Observed, hook: HookResults) -> None:
+        """Phase stopping: ask every armed participant to stop; units stop on the change."""
+        run = observed.run
+        assert run is not None
+        if action.released is not None:
+            run = replace(run, released=dict(action.released))
+        self._save_run(stopping(run, action.reason, observed.now))
+        hook.released = None
+        endpoints = [
+            observed.units[p].endpoint
+            for p in run.participants
+            if p in observed.units
+            and observed.units[p].run_id == run.run_id
+            and observed.units[p].live
+            and observed.units[p].endpoint
+        ]
+        if endpoints:
+            self.workload.stop_remote(endpoints)
+        logger.warning("run %s stopping: %s", run.run_id, action.reason)
+
+    def _finish(self, action: Finish, observed: Observed, _: HookResults) -> None:
+        """Aggregate the participants' reports into the last run and clear the active run."""
+        run = observed.run
+        assert run is not None
+        reports = {
+            p: observed.units[p]
+            for p in run.participants
+            if p in observed.units and observed.units[p].run_id == run.run_id
+        }
+        aggregate = self.aggregate(run, reports, observed.now) if self.aggregate else None
+        record = last_run_record(run, observed.units, action.lost, observed.now, aggregate)
+        self._save_app(AppData(run=None, payload=None, last_run=record))
+        logger.info("run %s ended %s %s", run.run_id, record.outcome, record.reason)
+
+    # ------------------------------------------------------------ status
+
+    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        """This unit's part in the run."""
+        if self.relation is None:
+            event.add_status(ops.WaitingStatus("waiting for the peer relation"))
+            return
+        event.add_status(unit_status(self.run, self._own_report(), self.charm.unit.name))
+
+    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        """The run's phase and progress, or the last outcome (leader)."""
+        if self.relation is None:
+            return
+        data = self._app_data()
+        event.add_status(app_status(data.run, data.last_run, self.reports(), self.clock()))
 
 
 # ------------------------------------------------------------------ decisions
@@ -506,11 +1076,32 @@ class Observed:
     stop_requested: bool = False  # the user's stop runs in this hook
     probed_ready: frozenset[str] | None = None  # None: no probe in this hook yet
     released: Mapping[str, Outcome] | None = None  # a release carried out in this hook
+    done: tuple[Action, ...] = ()  # the decisions already carried out in this hook
+
+
+@dataclass
+class HookResults:
+    """One hook's own results, created by each reconcile and passed to every handler.
+
+    Each observation copies them into `Observed`: the hook's wake-up (a done-notice, the user's
+    stop), the decisions carried out so far, and what the leader's probe and release found.
+    """
+
+    notice: Mapping[str, str] | None = None
+    stop_requested: bool = False
+    done: list[Action] = field(default_factory=list)
+    probed: frozenset[str] | None = None  # participants the probe found ready; None: no probe
+    released: Mapping[str, Outcome] | None = None  # each participant's release, once released
 
 
 def decide(o: Observed) -> list[Action]:
-    """The next things to do: this unit's own first, then the leader's for the run."""
-    return decide_unit(o) or decide_leader(o)
+    """The next things to do: this unit's own first, then the leader's; none done in this hook.
+
+    Each level is filtered on its own: a unit decision already carried out in this hook (say
+    a Recheck that found the workload still initializing) must not hide the leader's.
+    """
+    mine = [a for a in decide_unit(o) if a not in o.done]
+    return mine or [a for a in decide_leader(o) if a not in o.done]
 
 
 def decide_unit(o: Observed) -> list[Action]:
@@ -617,7 +1208,7 @@ def failure_text(unit: str, data: UnitReport) -> str:
     return f"{unit} ({code}{': ' + data.error if data.error else ''})"
 
 
-# ------------------------------------------------------------------ transitions and outcome
+# ------------------------------------------------------------------ outcome and statuses
 
 
 def count_armed(run: Run, units: Mapping[str, UnitReport]) -> int:
@@ -653,14 +1244,15 @@ def outcome_of(
     return PASSED, ""
 
 
-@dataclass(frozen=True)
-class Aggregate:
-    """The leader's merge of the participants' results (the charm's `aggregate` callback)."""
+def _ms(when: float | None) -> float | None:
+    """An epoch time to the millisecond (the last-run record's per-unit times)."""
+    return None if when is None else round(when, 3)
 
-    data: Mapping[str, Any] = field(default_factory=dict)  # compact: O(1) in the units
-    failures: Sequence[str] = ()  # each fails the run, e.g. a global threshold
-    lines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # unit -> short line
-    headline: str = ""  # one line for the application status
+
+def release_spread_ms(run: Run) -> float | None:
+    """Spread of the release acknowledgements across units, in milliseconds."""
+    acks = release_acks(run)
+    return round((max(acks) - min(acks)) * 1000, 3) if acks else None
 
 
 def last_run_record(
@@ -706,97 +1298,47 @@ def last_run_record(
     )
 
 
-# ------------------------------------------------------------------ the workload side
+def unit_status(run: Run | None, mine: UnitReport, me: str) -> ops.StatusBase:
+    """A unit's status: its part in the active run, a failure of it, or idle."""
+    if mine.status == PENDING and not (run and run.run_id == mine.run_id and run.phase != ARMING):
+        return ops.MaintenanceStatus(f"arming run {mine.run_id}")
+    if mine.live:
+        phase = run.phase if run and run.run_id == mine.run_id else "ending"
+        label = "armed" if phase == ARMING else phase
+        return ops.ActiveStatus(f"{label}: run {mine.run_id}")
+    if run and mine.run_id == run.run_id and run.reason == STOPPED_BY_USER:
+        return ops.MaintenanceStatus(f"stopped: run {mine.run_id} (the others are stopping)")
+    if run and mine.run_id == run.run_id and (mine.error or mine.exit_code):
+        return ops.BlockedStatus(f"run {mine.run_id} failed: {failure_text(me, mine)}")
+    return ops.ActiveStatus("idle")
 
 
-class TaskRefused(Exception):
-    """`start` or `stop` cannot be done now; the message tells the user what to do."""
-
-
-class ArmFailed(Exception):
-    """The workload could not be started (e.g. Pebble's "exited quickly"); str() says why."""
-
-
-class Workload(abc.ABC):
-    """What the charm does for the library on its own unit (and, as leader, towards others)."""
-
-    @abc.abstractmethod
-    def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
-        """Start this unit's share, waiting to be released; True once ready.
-
-        `address` is this unit's own address (its pod IP): where an API must listen.
-
-        Raises:
-            ArmFailed: the workload did not start.
-        """
-
-    def ready(self, run: Run, address: str) -> bool:
-        """Whether the workload started by `arm` is ready by now."""
-        return True
-
-    @abc.abstractmethod
-    def running(self) -> bool:
-        """The local workload process is alive."""
-
-    @abc.abstractmethod
-    def halt(self) -> None:
-        """Stop the local workload (Pebble's SIGTERM, then SIGKILL)."""
-
-    def result(self, run: Run) -> dict[str, Any] | None:
-        """This unit's result once its workload ended (kept in its databag: keep it small)."""
-        return None
-
-    # ApiRelease
-    def release_request(self, endpoint: str) -> bytes:
-        """The bytes that release the workload listening at `endpoint` (an HTTP request)."""
-        raise NotImplementedError("ApiRelease needs Workload.release_request")
-
-    def probe(self, endpoints: Mapping[str, str]) -> frozenset[str]:
-        """Leader: which of these units' workloads are ready (asked through their API)."""
-        return frozenset()
-
-    def stop_remote(self, endpoints: Sequence[str]) -> None:  # noqa: B027 (optional hook)
-        """Leader: ask these units' workloads to stop through their API (best effort)."""
-
-    # InstantRelease
-    def release_at(self, run: Run, instant: float) -> None:
-        """Tell the armed local workload to start at `instant` (epoch seconds)."""
-        raise NotImplementedError("InstantRelease needs Workload.release_at")
-
-
-@dataclass(frozen=True)
-class ApiRelease:
-    """Release through each unit's own API: the leader's parallel fan-out to every pod."""
-
-    port: int
-    timeout: float = 3.0
-    connect_retries: int = 2
-
-
-@dataclass(frozen=True)
-class InstantRelease:
-    """Release at an instant `lead` seconds after the last unit armed (no API needed)."""
-
-    lead: float = 2.0
-
-
-def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
-    """A Pebble service command: run `shell_line`, then notify `notice_key` with its exit code.
-
-    The line runs under `/bin/sh -c`. It must end when Pebble's SIGTERM reaches the process
-    group: one command (whose exit code is then reported as is), or several wrapped in
-    a child `sh -c '…'` (the trap below would otherwise let a loop carry on after the TERM).
-    TERM is trapped by a handler (not ignored, which children
-    would inherit) while it runs, so that a Pebble stop still sends the notice; then ignored,
-    so that a stop racing the notice cannot kill `pebble notify`. The shell exits with the
-    line's code, so Pebble's "exited quickly with code N" carries it too.
-    """
-    notify = shlex.join([PEBBLE, "notify", notice_key, f"run_id={run_id}"])
-    line = (
-        f"trap 'true' TERM; {shell_line}; code=$?; trap '' TERM; "
-        f"{notify} exit_code=$code; exit $code"
-    )
-    return shlex.join(["/bin/sh", "-c", line])
+def app_status(
+    run: Run | None, last: LastRun | None, units: Mapping[str, UnitReport], now: float
+) -> ops.StatusBase:
+    """The application's status: the run's progress, or the last run's outcome."""
+    if run is None:
+        text = "idle"
+        if last is not None:
+            text += f"; last run {last.run_id} {last.outcome}"
+            if last.outcome == FAILED and last.reason:
+                reason = last.reason if len(last.reason) <= 80 else last.reason[:79] + "…"
+                text += f": {reason}"
+            if last.headline:
+                text += f", {last.headline}"
+        return ops.ActiveStatus(text)
+    total = len(run.participants)
+    if run.phase == ARMING:
+        return ops.MaintenanceStatus(f"arming {count_armed(run, units)}/{total}")
+    if run.phase == RUNNING:
+        running = total - count_finished(run, units)
+        started = run.started
+        elapsed = f", {max(0.0, now - started):.0f}s" if started else ""
+        if elapsed and run.expected_s:
+            elapsed += f" of {run.expected_s:.0f}s"
+        return ops.ActiveStatus(f"running {running}/{total} units{elapsed}")
+    done = count_finished(run, units)
+    return ops.MaintenanceStatus(f"stopping {done}/{total} units done")
 
 
 # ------------------------------------------------------------------ the release fan-out
@@ -1111,502 +1653,3 @@ def _collect_acks(
     for index in pending:
         results[index].error = f"no answer within {timeout}s"
     selector.close()
-
-
-# ------------------------------------------------------------------ the charm side
-
-
-class SynchronizedTask(ops.Object):
-    """The pattern on a charm: observes the events, carries out `decide`, keeps the statuses."""
-
-    def __init__(
-        self,
-        charm: ops.CharmBase,
-        relation_name: str,
-        workload: Workload,
-        *,
-        container: str,
-        notice_key: str,
-        release: ApiRelease | InstantRelease,
-        aggregate: Callable[[Run, Mapping[str, UnitReport], float], Aggregate] | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
-        super().__init__(charm, relation_name)
-        self.charm = charm
-        self.relation_name = relation_name
-        self.workload = workload
-        self.container = charm.unit.get_container(container)
-        self.notice_key = notice_key
-        self.release = release
-        self.aggregate = aggregate
-        self.clock = clock
-        self._stop_requested = False
-        on = charm.on
-        for event in (
-            on[relation_name].relation_changed,
-            on[relation_name].relation_joined,
-            on[relation_name].relation_departed,
-            on.leader_elected,
-            on.config_changed,
-            on[container].pebble_ready,
-        ):
-            self.framework.observe(event, self._on_event)
-        self.framework.observe(on.update_status, self._on_update_status)
-        self.framework.observe(on[container].pebble_custom_notice, self._on_notice)
-        self.framework.observe(on.stop, self._on_unit_stop)
-        self.framework.observe(on.collect_unit_status, self._on_collect_unit_status)
-        self.framework.observe(on.collect_app_status, self._on_collect_app_status)
-
-    # ------------------------------------------------------------ state
-
-    @property
-    def relation(self) -> ops.Relation | None:
-        """The peer relation (None before it exists)."""
-        return self.charm.model.get_relation(self.relation_name)
-
-    def _app_data(self) -> AppData:
-        relation = self.relation
-        return relation.load(AppData, self.charm.app) if relation else AppData()
-
-    def _save_app(self, data: AppData) -> None:
-        relation = self.relation
-        assert relation is not None
-        relation.data[self.charm.app].update(app_databag(data))
-
-    def _save_run(self, run: Run) -> None:
-        """Write the active run alone (the payload and the last run stay as they are)."""
-        relation = self.relation
-        assert relation is not None
-        relation.data[self.charm.app]["run"] = _encode(run)
-
-    def _save_unit(self, report: UnitReport) -> None:
-        relation = self.relation
-        assert relation is not None
-        relation.save(report, self.charm.unit)
-
-    def _own_report(self) -> UnitReport:
-        """This unit's report (without decoding every peer's)."""
-        relation = self.relation
-        return relation.load(UnitReport, self.charm.unit) if relation else UnitReport()
-
-    @property
-    def run(self) -> Run | None:
-        """The active run, if any."""
-        return self._app_data().run
-
-    @property
-    def last_run(self) -> LastRun | None:
-        """The record of the last run that ended."""
-        return self._app_data().last_run
-
-    def reports(self) -> dict[str, UnitReport]:
-        """Every present unit's report, this one's included."""
-        relation = self.relation
-        reports = {self.charm.unit.name: self._own_report()}
-        if relation is not None:
-            reports.update({u.name: relation.load(UnitReport, u) for u in relation.units})
-        return reports
-
-    def bind_address(self) -> str:
-        """This unit's own address (its pod IP on Kubernetes): the peer binding's bind address."""
-        binding = self.charm.model.get_binding(self.relation_name)
-        assert binding is not None
-        return str(binding.network.bind_address)
-
-    def published_endpoint(self) -> str:
-        """host:port at which the leader reaches this unit's workload (ApiRelease), or ""."""
-        if not isinstance(self.release, ApiRelease):
-            return ""
-        return endpoint_of(self.bind_address(), self.release.port)
-
-    # ------------------------------------------------------------ what the charm calls
-
-    def start(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        info: Mapping[str, Any] | None = None,
-        arm_timeout: float = 120.0,
-        expected_s: float | None = None,
-    ) -> Run:
-        """Freeze a run over every unit present now and arm this unit in the same hook.
-
-        Raises:
-            TaskRefused: not the leader, no peer relation yet, or a run already active.
-        """
-        if not self.charm.unit.is_leader():
-            raise TaskRefused(
-                f"only the leader starts a run: juju run {self.charm.app.name}/leader …"
-            )
-        relation = self.relation
-        if relation is None:
-            raise TaskRefused("the peer relation is not ready yet; retry in a moment")
-        data = self._app_data()
-        if data.run is not None:
-            raise TaskRefused(f"run {data.run.run_id} is already active ({data.run.phase})")
-        now = self.clock()
-        names = [self.charm.unit.name, *(u.name for u in relation.units)]
-        run = Run(
-            run_id=uuid.uuid4().hex[:12],
-            phase=ARMING,
-            participants=tuple(sorted(names, key=unit_order)),
-            created=now,
-            deadline=now + arm_timeout,
-            payload_sha256=digest(payload),
-            info=dict(info or {}),
-            expected_s=expected_s,
-        )
-        self._save_app(AppData(run=run, payload=dict(payload), last_run=data.last_run))
-        self.reconcile()
-        return run
-
-    def stop(self) -> Run | None:
-        """Stop the active run on every unit (leader only); the run it stopped, if any."""
-        if not self.charm.unit.is_leader():
-            raise TaskRefused(
-                f"only the leader stops a run: juju run {self.charm.app.name}/leader …"
-            )
-        run = self.run
-        if run is None:
-            return None
-        self._stop_requested = True
-        try:
-            self.reconcile()
-        finally:
-            self._stop_requested = False
-        return run
-
-    # ------------------------------------------------------------ the loop
-
-    def _on_event(self, _: ops.EventBase) -> None:
-        self.reconcile()
-
-    def _on_update_status(self, _: ops.EventBase) -> None:
-        """The periodic look: also catches a workload left running with no run for it."""
-        self.reconcile(check_workload=True)
-
-    def _on_notice(self, event: ops.PebbleCustomNoticeEvent) -> None:
-        """The local workload ended: its done-notice carries the run id and exit code."""
-        if event.notice.key != self.notice_key:
-            return
-        self.reconcile(notice=dict(event.notice.last_data))
-
-    def _on_unit_stop(self, _: ops.EventBase) -> None:
-        """The unit is going away: leave no workload behind."""
-        if self.container.can_connect() and self._running():
-            self.workload.halt()
-
-    def reconcile(
-        self, check_workload: bool = False, notice: Mapping[str, str] | None = None
-    ) -> None:
-        """Carry out decisions until there is nothing left to do in this hook."""
-        if self.relation is None:
-            return
-        done: list[Action] = []
-        self._probed: frozenset[str] | None = None
-        self._released: Mapping[str, Outcome] | None = None
-        for _ in range(MAX_STEPS):
-            observed = self._observe(check_workload, notice)
-            # Each level on its own: a unit decision already carried out in this hook (say a
-            # Recheck that found the workload still initializing) must not hide the leader's.
-            actions = [a for a in decide_unit(observed) if a not in done] or [
-                a for a in decide_leader(observed) if a not in done
-            ]
-            if not actions:
-                return
-            for action in actions:
-                done.append(action)
-                self._carry_out(action, observed)
-
-    def _observe(self, check_workload: bool, notice: Mapping[str, str] | None) -> Observed:
-        """Snapshot of everything the state machine decides on."""
-        data = self._app_data()
-        units = self.reports()
-        mine = units[self.charm.unit.name]
-        running = self._running() if (check_workload or mine.live) else False
-        payload_ok = data.run is None or (
-            data.payload is not None and digest(data.payload) == data.run.payload_sha256
-        )
-        instant = isinstance(self.release, InstantRelease)
-        return Observed(
-            me=self.charm.unit.name,
-            is_leader=self.charm.unit.is_leader(),
-            run=data.run,
-            units=units,
-            running=running,
-            now=self.clock(),
-            instant_release=instant,
-            lead_s=self.release.lead if isinstance(self.release, InstantRelease) else 0.0,
-            payload_ok=payload_ok,
-            notice=notice,
-            stop_requested=self._stop_requested,
-            probed_ready=self._probed,
-            released=self._released,
-        )
-
-    def _running(self) -> bool:
-        try:
-            return self.workload.running()
-        except (ops.ModelError, ops.pebble.ConnectionError):
-            return False
-
-    def _carry_out(self, action: Action, observed: Observed) -> None:
-        """Dispatch one decision."""
-        handlers: dict[type, Callable[[Any, Observed], None]] = {
-            Arm: self._arm,
-            Refuse: self._refuse,
-            Recheck: self._recheck,
-            Collect: self._collect,
-            Halt: self._halt,
-            StartAt: self._start_at,
-            Probe: self._probe,
-            Release: self._release,
-            Schedule: self._schedule,
-            Started: self._started,
-            Abort: self._abort,
-            Finish: self._finish,
-        }
-        handlers[type(action)](action, observed)
-
-    # ------------------------------------------------------------ participant side
-
-    def _arm(self, action: Arm, _: Observed) -> None:
-        """Start this unit's share; report busy once ready, pending while it initializes."""
-        run = action.run
-        report = UnitReport(endpoint=self.published_endpoint(), status=IDLE, run_id=run.run_id)
-        payload = self._app_data().payload or {}
-        share = run.share_of(self.charm.unit.name)
-        try:
-            ready = self.workload.arm(run, payload, share, self.bind_address())
-        except ArmFailed as e:
-            logger.warning("the workload did not start for run %s: %s", run.run_id, e)
-            self._save_unit(self._ended(report, self._done_notice(run.run_id), str(e), run))
-            return
-        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
-            report.error = f"workload container unreachable: {e}"
-            self._save_unit(report)
-            return
-        report.status = BUSY if ready else PENDING
-        self._save_unit(report)
-
-    def _refuse(self, action: Refuse, _: Observed) -> None:
-        """Report the run failed here without starting anything."""
-        self._save_unit(
-            UnitReport(
-                endpoint=self.published_endpoint(),
-                status=IDLE,
-                run_id=action.run_id,
-                error=action.error,
-            )
-        )
-
-    def _recheck(self, action: Recheck, observed: Observed) -> None:
-        """Look again at a workload that was still initializing."""
-        mine = observed.units[self.charm.unit.name]
-        run = observed.run
-        assert run is not None
-        if self.workload.ready(run, self.bind_address()):
-            self._save_unit(replace(mine, status=BUSY))
-
-    def _start_at(self, action: StartAt, observed: Observed) -> None:
-        """Hand the start instant to the armed local workload; note when that happened."""
-        run = observed.run
-        assert run is not None
-        now = self.clock()
-        try:
-            self.workload.release_at(run, action.instant)
-        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
-            logger.warning("could not hand the start instant over: %s", e)
-            self._collect(Collect(action.run_id, stop=True), observed)
-            return
-        mine = observed.units[self.charm.unit.name]
-        self._save_unit(replace(mine, started_at=now))
-
-    def _halt(self, _: Halt | Collect, __: Observed) -> None:
-        """Stop the local workload; a failure to is logged (the next hook sees it running)."""
-        try:
-            self.workload.halt()
-        except (ops.pebble.ChangeError, ops.pebble.ConnectionError, ops.pebble.APIError) as e:
-            logger.warning("stopping the workload failed: %s", e)
-
-    def _collect(self, action: Collect, observed: Observed) -> None:
-        """The local workload has ended (or is stopped now): record how, and go idle."""
-        if action.stop:
-            self._halt(action, observed)
-        mine = observed.units.get(self.charm.unit.name, UnitReport())
-        notice = action.notice or self._done_notice(action.run_id)
-        self._save_unit(self._ended(mine, notice, "", observed.run))
-
-    def _ended(
-        self, base: UnitReport, notice: Mapping[str, str] | None, error: str, run: Run | None
-    ) -> UnitReport:
-        """Idle, with the exit code (and the result, when `run` is this report's) of its end."""
-        exit_code = None
-        result = None
-        if notice is not None:
-            try:
-                exit_code = int(notice.get("exit_code", ""))
-            except ValueError:
-                error = error or f"unreadable exit code {notice.get('exit_code')!r}"
-            if run is not None and run.run_id == base.run_id:
-                result = self._result(run)
-        elif not error:
-            error = "the workload ended without a done notice"
-        return UnitReport(
-            endpoint=base.endpoint,
-            status=IDLE,
-            run_id=base.run_id,
-            exit_code=exit_code,
-            error=error,
-            result=result,
-            started_at=base.started_at,
-        )
-
-    def _result(self, run: Run) -> dict[str, Any] | None:
-        try:
-            return self.workload.result(run)
-        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
-            logger.info("no result from the workload: %s", e)
-            return None
-
-    def _done_notice(self, run_id: str) -> dict[str, str] | None:
-        """The data of the done-notice for this run, if Pebble has one."""
-        try:
-            notices = self.container.get_notices(keys=[self.notice_key])
-        except (ops.pebble.ConnectionError, ops.pebble.APIError):
-            return None
-        for notice in notices:
-            if notice.last_data.get("run_id") == run_id:
-                return dict(notice.last_data)
-        return None
-
-    # ------------------------------------------------------------ leader side
-
-    def _probe(self, action: Probe, _: Observed) -> None:
-        """Which still-initializing participants are ready by now."""
-        self._probed = frozenset(self.workload.probe(action.endpoints))
-
-    def _release(self, action: Release, _: Observed) -> None:
-        """Release every participant at once through its API; the outcome decides next."""
-        assert isinstance(self.release, ApiRelease)
-        unusable = {p: e for p, e in action.endpoints.items() if not _usable(e)}
-        if unusable:  # all or nobody: nothing is sent; the state machine aborts naming them
-            self._released = {
-                p: Outcome(error=f"no usable endpoint published ({unusable[p]!r})")
-                if p in unusable
-                else Outcome(skipped=True)
-                for p in action.endpoints
-            }
-            return
-        order = list(action.endpoints)
-        requests = [(e, self.workload.release_request(e)) for e in action.endpoints.values()]
-        deliveries = fan_out(requests, self.release.timeout, self.release.connect_retries)
-        self._released = {p: d.outcome() for p, d in zip(order, deliveries, strict=True)}
-
-    def _schedule(self, action: Schedule, observed: Observed) -> None:
-        """Every participant starts at the instant: the run is running from now on."""
-        run = observed.run
-        assert run is not None
-        self._save_run(replace(run, phase=RUNNING, start_at=action.instant))
-        logger.info("run %s starts at %.3f", run.run_id, action.instant)
-
-    def _started(self, action: Started, observed: Observed) -> None:
-        """The release reached everyone: record when, and the run is running."""
-        run = observed.run
-        assert run is not None
-        self._save_run(replace(run, phase=RUNNING, released=dict(action.released)))
-        self._released = None
-        logger.info("run %s released on %d units", run.run_id, len(run.participants))
-
-    def _abort(self, action: Abort, observed: Observed) -> None:
-        """Phase stopping: ask every armed participant to stop; units stop on the change."""
-        run = observed.run
-        assert run is not None
-        if action.released is not None:
-            run = replace(run, released=dict(action.released))
-        self._save_run(stopping(run, action.reason, observed.now))
-        self._released = None
-        endpoints = [
-            observed.units[p].endpoint
-            for p in run.participants
-            if p in observed.units
-            and observed.units[p].run_id == run.run_id
-            and observed.units[p].live
-            and observed.units[p].endpoint
-        ]
-        if endpoints:
-            self.workload.stop_remote(endpoints)
-        logger.warning("run %s stopping: %s", run.run_id, action.reason)
-
-    def _finish(self, action: Finish, observed: Observed) -> None:
-        """Aggregate the participants' reports into the last run and clear the active run."""
-        run = observed.run
-        assert run is not None
-        reports = {
-            p: observed.units[p]
-            for p in run.participants
-            if p in observed.units and observed.units[p].run_id == run.run_id
-        }
-        aggregate = self.aggregate(run, reports, observed.now) if self.aggregate else None
-        record = last_run_record(run, observed.units, action.lost, observed.now, aggregate)
-        self._save_app(AppData(run=None, payload=None, last_run=record))
-        logger.info("run %s ended %s %s", run.run_id, record.outcome, record.reason)
-
-    # ------------------------------------------------------------ status
-
-    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
-        """This unit's part in the run."""
-        if self.relation is None:
-            event.add_status(ops.WaitingStatus("waiting for the peer relation"))
-            return
-        event.add_status(unit_status(self.run, self._own_report(), self.charm.unit.name))
-
-    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
-        """The run's phase and progress, or the last outcome (leader)."""
-        if self.relation is None:
-            return
-        data = self._app_data()
-        event.add_status(app_status(data.run, data.last_run, self.reports(), self.clock()))
-
-
-def unit_status(run: Run | None, mine: UnitReport, me: str) -> ops.StatusBase:
-    """A unit's status: its part in the active run, a failure of it, or idle."""
-    if mine.status == PENDING and not (run and run.run_id == mine.run_id and run.phase != ARMING):
-        return ops.MaintenanceStatus(f"arming run {mine.run_id}")
-    if mine.live:
-        phase = run.phase if run and run.run_id == mine.run_id else "ending"
-        label = "armed" if phase == ARMING else phase
-        return ops.ActiveStatus(f"{label}: run {mine.run_id}")
-    if run and mine.run_id == run.run_id and run.reason == STOPPED_BY_USER:
-        return ops.MaintenanceStatus(f"stopped: run {mine.run_id} (the others are stopping)")
-    if run and mine.run_id == run.run_id and (mine.error or mine.exit_code):
-        return ops.BlockedStatus(f"run {mine.run_id} failed: {failure_text(me, mine)}")
-    return ops.ActiveStatus("idle")
-
-
-def app_status(
-    run: Run | None, last: LastRun | None, units: Mapping[str, UnitReport], now: float
-) -> ops.StatusBase:
-    """The application's status: the run's progress, or the last run's outcome."""
-    if run is None:
-        text = "idle"
-        if last is not None:
-            text += f"; last run {last.run_id} {last.outcome}"
-            if last.outcome == FAILED and last.reason:
-                reason = last.reason if len(last.reason) <= 80 else last.reason[:79] + "…"
-                text += f": {reason}"
-            if last.headline:
-                text += f", {last.headline}"
-        return ops.ActiveStatus(text)
-    total = len(run.participants)
-    if run.phase == ARMING:
-        return ops.MaintenanceStatus(f"arming {count_armed(run, units)}/{total}")
-    if run.phase == RUNNING:
-        running = total - count_finished(run, units)
-        started = run.started
-        elapsed = f", {max(0.0, now - started):.0f}s" if started else ""
-        if elapsed and run.expected_s:
-            elapsed += f" of {run.expected_s:.0f}s"
-        return ops.ActiveStatus(f"running {running}/{total} units{elapsed}")
-    done = count_finished(run, units)
-    return ops.MaintenanceStatus(f"stopping {done}/{total} units done")
