@@ -14,6 +14,7 @@ from charms.k6_k8s.v0.synchronized_task import (
     IDLE,
     PENDING,
     Action,
+    Concluded,
     Observed,
     Outcome,
     Run,
@@ -28,6 +29,8 @@ DEADLINE = 1120.0
 NOW = 1010.0
 SHA = "ab" * 32
 MISMATCH = "the payload in the app databag does not match its digest"
+PREPARED: Mapping[str, Any] = {}  # Workload.prepare's info (none)
+CONCLUDED = Concluded()  # Workload.conclude's (nothing)
 
 
 def make_run(
@@ -43,8 +46,14 @@ def make_run(
     payload_sha256: str = SHA,
     info: Mapping[str, Any] | None = None,
     deadline: float = DEADLINE,
+    prepared: Mapping[str, Any] | None = PREPARED,
+    watcher: str = "app/0",
 ) -> Run:
-    """A run frozen at CREATED with an arm deadline at DEADLINE."""
+    """A run frozen at CREATED with an arm deadline at DEADLINE.
+
+    By default its once-per-run steps are done (prepared, watched by the leader app/0): the
+    tables of those steps pass `prepared=None` / `watcher=""`.
+    """
     return Run(
         run_id=run_id,
         phase=phase,
@@ -58,6 +67,8 @@ def make_run(
         start_at=start_at,
         reason=reason,
         stop_deadline=stop_deadline,
+        prepared=prepared,
+        watcher=watcher,
     )
 
 
@@ -105,8 +116,14 @@ def observed(
     stop_requested: bool = False,
     released: Mapping[str, Outcome] | None = None,
     done: tuple[Action, ...] = (),
+    abort_requested: str = "",
+    prepare_error: str = "",
+    concluded: Concluded | None = CONCLUDED,
 ) -> Observed:
-    """An observation; by default every unit of UNITS is present and idle."""
+    """An observation; by default every unit of UNITS is present and idle.
+
+    By default the workload has concluded in this hook (`concluded=None`: not yet).
+    """
     return Observed(
         me=me,
         is_leader=leader,
@@ -122,6 +139,9 @@ def observed(
         probed_ready=probed_ready,
         released=released,
         done=done,
+        abort_requested=abort_requested,
+        prepare_error=prepare_error,
+        concluded=concluded,
     )
 
 

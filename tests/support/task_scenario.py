@@ -19,8 +19,10 @@ from charms.k6_k8s.v0.synchronized_task import (
     ApiRelease,
     AppData,
     ArmFailed,
+    Concluded,
     InstantRelease,
     LastRun,
+    Prepared,
     Run,
     Share,
     SynchronizedTask,
@@ -47,6 +49,7 @@ META = {
 ACTIONS = {
     "start": {"params": {"size": {"type": "integer", "default": 12}}},
     "stop": {},
+    "abort": {"params": {"reason": {"type": "string", "default": "aborted"}}},
 }
 
 
@@ -60,6 +63,9 @@ class FakeWorkload(Workload):
     arm_failure: str = ""
     outcome: dict[str, Any] | None = None
     probed: frozenset[str] = frozenset()
+    prepared: Prepared = field(default_factory=Prepared)
+    concluded: Concluded = field(default_factory=Concluded)
+    stopper_codes: Mapping[int, str] = field(default_factory=dict)  # exit code -> stop_run
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def called(self, name: str) -> list[Any]:
@@ -101,6 +107,22 @@ class FakeWorkload(Workload):
     def release_at(self, run: Run, instant: float) -> None:
         self.calls.append(("release_at", (run.run_id, instant)))
 
+    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
+        self.calls.append(("prepare", run.run_id))
+        return self.prepared
+
+    def watch(self, run: Run, endpoints: Mapping[str, str]) -> None:
+        self.calls.append(("watch", run.run_id))
+
+    def conclude(
+        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
+    ) -> Concluded:
+        self.calls.append(("conclude", run.run_id))
+        return self.concluded
+
+    def stops_everyone(self, exit_code: int | None) -> str:
+        return self.stopper_codes.get(exit_code, "") if exit_code is not None else ""
+
 
 AggregateFn = Callable[[Run, Mapping[str, UnitReport], float], Aggregate]
 
@@ -125,6 +147,7 @@ def stand_in(
             )
             framework.observe(self.on.start_action, self._on_start)
             framework.observe(self.on.stop_action, self._on_stop)
+            framework.observe(self.on.abort_action, self._on_abort)
 
         def _on_start(self, event: ops.ActionEvent) -> None:
             try:
@@ -146,6 +169,10 @@ def stand_in(
                 event.fail(str(e))
                 return
             event.set_results({"stopped": run.run_id if run else ""})
+
+        def _on_abort(self, event: ops.ActionEvent) -> None:
+            run = self.task.abort(event.params["reason"])  # TaskRefused off the leader: a crash
+            event.set_results({"aborted": run.run_id if run else ""})
 
     return StandInCharm
 

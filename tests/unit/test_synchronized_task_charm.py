@@ -140,7 +140,7 @@ def test_start_is_refused_with_a_message_for_the_user(setup: dict, message: str)
     assert workload.called("arm") == []
 
 
-def test_single_unit_start_with_an_instant_takes_three_steps_in_one_hook():
+def test_single_unit_start_with_an_instant_takes_five_steps_in_one_hook():
     workload = FakeWorkload()
     ctx = context(workload, InstantRelease(lead=2.0))
     relation = peers()
@@ -148,7 +148,8 @@ def test_single_unit_start_with_an_instant_takes_three_steps_in_one_hook():
     out = ctx.run(ctx.on.action("start", params={"size": 3}), state(relation))
 
     run = app_out(out, relation).run
-    assert run is not None and run.phase == RUNNING  # Arm, Schedule, then StartAt
+    assert run is not None and run.phase == RUNNING  # Arm, Prepare, Schedule, StartAt, Watch
+    assert run.prepared == {} and run.watcher == "app/0"
     assert workload.called("release_at") == [(run.run_id, CLOCK + 2.0)]
     assert not [line for line in ctx.juju_log if line.level == "WARNING"]
 
@@ -156,7 +157,7 @@ def test_single_unit_start_with_an_instant_takes_three_steps_in_one_hook():
 def test_reaching_the_step_cap_logs_a_warning_naming_the_last_decisions(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    monkeypatch.setattr(lib, "MAX_STEPS", 2)  # the same start needs three steps
+    monkeypatch.setattr(lib, "MAX_STEPS", 3)  # the same start needs five steps
     workload = FakeWorkload()
     ctx = context(workload, InstantRelease(lead=2.0))
     relation = peers()
@@ -164,11 +165,12 @@ def test_reaching_the_step_cap_logs_a_warning_naming_the_last_decisions(
     out = ctx.run(ctx.on.action("start", params={"size": 3}), state(relation))
 
     run = app_out(out, relation).run
-    assert run is not None and run.phase == RUNNING  # Arm and Schedule were carried out
+    assert run is not None and run.phase == RUNNING  # Arm, Prepare, Schedule carried out
     assert workload.called("release_at") == []  # StartAt is left for the next hook
     warnings = [line.message for line in ctx.juju_log if line.level == "WARNING"]
     assert warnings == [
-        "stopped after 2 steps in one hook (MAX_STEPS); the last decisions: Arm, Schedule; "
+        "stopped after 3 steps in one hook (MAX_STEPS); the last decisions: Arm, Prepare, "
+        "Schedule; "
         "any left are taken in the next hook"
     ]
 
@@ -238,7 +240,12 @@ def test_done_notice_makes_the_participant_idle_with_its_exit_code_and_result():
     )
 
     assert unit_out(out, relation) == UnitReport(
-        endpoint=f"{ADDRESS}:7000", status=IDLE, run_id=RUN_ID, exit_code=99, result={"items": 5}
+        endpoint=f"{ADDRESS}:7000",
+        status=IDLE,
+        run_id=RUN_ID,
+        exit_code=99,
+        result={"items": 5},
+        ended_at=CLOCK,
     )
     assert workload.called("halt") == []
     assert workload.called("result") == [RUN_ID]
@@ -282,8 +289,14 @@ def test_leader_releases_every_unit_when_every_report_is_busy(raw_server):
 
     run = app_out(out, relation).run
     assert run is not None
-    # running, with each unit's [sent, acked], and otherwise the run as it was frozen
-    assert run == replace(scenario_run(ARMING), phase=RUNNING, released=run.released)
+    # prepared (nothing to prepare), released, running with each unit's [sent, acked], watched
+    # by the leader, and otherwise the run as it was frozen
+    frozen = scenario_run(ARMING)
+    assert run == replace(
+        frozen, phase=RUNNING, released=run.released, prepared={}, watcher="app/0"
+    )
+    assert workload.called("prepare") == [RUN_ID]
+    assert workload.called("watch") == [RUN_ID]
     assert set(run.released) == set(UNITS)
     assert all(sent is not None and acked is not None for sent, acked in run.released.values())
     assert workload.called("release_request") == endpoints
@@ -537,6 +550,7 @@ def test_stop_sets_the_run_stopping_and_asks_the_live_units_to_stop(
         exit_code=exit_code,
         error=error,
         result={"items": 1} if exit_code is not None else None,
+        ended_at=CLOCK,
     )
     assert out.app_status == testing.MaintenanceStatus("stopping 2/3 units done")
 

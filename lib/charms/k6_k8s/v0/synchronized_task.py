@@ -143,7 +143,7 @@ import ops
 
 LIBID = "28c9808dd4d5494197c89ce24d0b8221"
 LIBAPI = 0
-LIBPATCH = 3
+LIBPATCH = 4
 
 # Relation.load/save (typed databags) arrived in ops 2.18 (this repository pins ops 3.9.0).
 PYDEPS = ["ops>=2.18"]
@@ -201,6 +201,8 @@ class Run:
     start_at: float | None = None  # InstantRelease: the instant every workload starts
     reason: str = ""  # why it is stopping
     stop_deadline: float | None = None
+    prepared: Mapping[str, Any] | None = None  # Workload.prepare's info; None: not prepared yet
+    watcher: str = ""  # the leader that started Workload.watch for this run
 
     def __post_init__(self):
         if self.phase not in PHASES:
@@ -219,6 +221,7 @@ class Run:
         data["participants"] = list(self.participants)
         data["info"] = dict(self.info)
         data["released"] = {k: list(v) for k, v in self.released.items()}
+        data["prepared"] = None if self.prepared is None else dict(self.prepared)
         return data
 
     def index_of(self, unit: str) -> int:
@@ -275,6 +278,8 @@ class UnitReport:
     error: str = ""
     result: dict[str, Any] | None = None  # the workload's result (bounded by the charm)
     started_at: float | None = None  # InstantRelease: when this unit handed over the instant
+    ended_at: float | None = None  # when this unit reported its end
+    stop_run: str = ""  # why this unit's end stops every other participant (Workload's call)
 
     @property
     def live(self) -> bool:
@@ -339,6 +344,7 @@ class LastRun:
     failures: tuple[str, ...] = ()
     headline: str = ""
     info: Mapping[str, Any] = field(default_factory=dict)
+    concluded: Mapping[str, Any] = field(default_factory=dict)  # Workload.conclude's info
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LastRun:
@@ -454,6 +460,49 @@ class Workload(abc.ABC):
     def release_at(self, run: Run, instant: float) -> None:
         """Tell the armed local workload to start at `instant` (epoch seconds)."""
         raise NotImplementedError("InstantRelease needs Workload.release_at")
+
+    # Once for the whole run, on the leader (each optional)
+    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
+        """Leader, once every participant is armed, before the release (e.g. a setup step).
+
+        `endpoints` maps each participant to its published endpoint. A hook can fail after
+        this ran and Juju retries it: prepare must then give the same answer without doing
+        its work twice. Its info is kept in the run (`Run.prepared`): keep it small.
+        """
+        return Prepared()
+
+    def watch(self, run: Run, endpoints: Mapping[str, str]) -> None:  # noqa: B027
+        """Leader, once the run runs (and on a new leader): start watching the whole run."""
+
+    def conclude(
+        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
+    ) -> Concluded:
+        """Leader, once every participant ended (or is lost), if `prepare` ran: e.g. teardown.
+
+        Also after a stop or an abort. Like `prepare`, it must not do its work twice when a
+        hook is retried.
+        """
+        return Concluded()
+
+    def stops_everyone(self, exit_code: int | None) -> str:
+        """Why this unit's end (its exit code) must stop every other participant; "" if not."""
+        return ""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `Workload.prepare` did: info kept in the run, or why the run cannot be released."""
+
+    info: Mapping[str, Any] = field(default_factory=dict)
+    error: str = ""  # the run aborts before the release with this reason
+
+
+@dataclass(frozen=True)
+class Concluded:
+    """What `Workload.conclude` did: info for the last-run record, and failures of the run."""
+
+    info: Mapping[str, Any] = field(default_factory=dict)
+    failures: Sequence[str] = ()
 
 
 # ------------------------------------------------------------------ release mechanisms
@@ -655,6 +704,18 @@ class SynchronizedTask(ops.Object):
         self.reconcile(stop_requested=True)
         return run
 
+    def abort(self, reason: str) -> Run | None:
+        """End the active run early on every unit, failed with `reason` (leader only)."""
+        if not self.charm.unit.is_leader():
+            raise TaskRefused(
+                f"only the leader aborts a run: juju run {self.charm.app.name}/leader …"
+            )
+        run = self.run
+        if run is None:
+            return None
+        self.reconcile(abort_requested=reason)
+        return run
+
     # ------------------------------------------------------------ the loop
 
     def _on_event(self, _: ops.EventBase) -> None:
@@ -680,11 +741,14 @@ class SynchronizedTask(ops.Object):
         check_workload: bool = False,
         notice: Mapping[str, str] | None = None,
         stop_requested: bool = False,
+        abort_requested: str = "",
     ) -> None:
         """Carry out `decide`'s decisions until there is nothing left to do in this hook."""
         if self.relation is None:
             return
-        hook = HookResults(notice=notice, stop_requested=stop_requested)
+        hook = HookResults(
+            notice=notice, stop_requested=stop_requested, abort_requested=abort_requested
+        )
         for _ in range(MAX_STEPS):
             observed = self._observe(check_workload, hook)
             actions = decide(observed)
@@ -722,8 +786,11 @@ class SynchronizedTask(ops.Object):
             payload_ok=payload_ok,
             notice=hook.notice,
             stop_requested=hook.stop_requested,
+            abort_requested=hook.abort_requested,
             probed_ready=hook.probed,
             released=hook.released,
+            prepare_error=hook.prepare_error,
+            concluded=hook.concluded,
             done=tuple(hook.done),
         )
 
@@ -746,7 +813,10 @@ class SynchronizedTask(ops.Object):
             Release: self._release,
             Schedule: self._schedule,
             Started: self._started,
+            Prepare: self._prepare,
+            Watch: self._watch,
             Abort: self._abort,
+            Conclude: self._conclude,
             Finish: self._finish,
         }
         handlers[type(action)](action, observed, hook)
@@ -826,6 +896,7 @@ class SynchronizedTask(ops.Object):
         """Idle, with the exit code (and the result, when `run` is this report's) of its end."""
         exit_code = None
         result = None
+        stop_run = ""
         if notice is not None:
             try:
                 exit_code = int(notice.get("exit_code", ""))
@@ -833,6 +904,7 @@ class SynchronizedTask(ops.Object):
                 error = error or f"unreadable exit code {notice.get('exit_code')!r}"
             if run is not None and run.run_id == base.run_id:
                 result = self._result(run)
+                stop_run = self.workload.stops_everyone(exit_code)
         elif not error:
             error = "the workload ended without a done notice"
         return UnitReport(
@@ -843,6 +915,8 @@ class SynchronizedTask(ops.Object):
             error=error,
             result=result,
             started_at=base.started_at,
+            ended_at=self.clock(),
+            stop_run=stop_run,
         )
 
     def _result(self, run: Run) -> dict[str, Any] | None:
@@ -901,6 +975,40 @@ class SynchronizedTask(ops.Object):
         hook.released = None
         logger.info("run %s released on %d units", run.run_id, len(run.participants))
 
+    def _prepare(self, action: Prepare, observed: Observed, hook: HookResults) -> None:
+        """Every participant is armed: the workload's once-per-run step before the release."""
+        run = observed.run
+        assert run is not None
+        try:
+            prepared = self.workload.prepare(run, action.endpoints)
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            prepared = Prepared(error=f"the workload container is unreachable: {e}")
+        if prepared.error:
+            hook.prepare_error = prepared.error
+            return
+        self._save_run(replace(run, prepared=dict(prepared.info)))
+
+    def _watch(self, action: Watch, observed: Observed, _: HookResults) -> None:
+        """The run runs: this leader starts the workload's watch of the whole run."""
+        run = observed.run
+        assert run is not None
+        try:
+            self.workload.watch(run, action.endpoints)
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.ChangeError) as e:
+            logger.warning("run %s: the watch did not start: %s", run.run_id, e)
+        self._save_run(replace(run, watcher=self.charm.unit.name))
+
+    def _conclude(self, action: Conclude, observed: Observed, hook: HookResults) -> None:
+        """Every participant ended: the workload's once-per-run step after the last end."""
+        run = observed.run
+        assert run is not None
+        payload = self._app_data().payload or {}
+        reports = {p: r for p, r in observed.units.items() if p in run.participants}
+        try:
+            hook.concluded = self.workload.conclude(run, payload, reports)
+        except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
+            hook.concluded = Concluded(failures=(f"could not conclude the run: {e}",))
+
     def _abort(self, action: Abort, observed: Observed, hook: HookResults) -> None:
         """Phase stopping: ask every armed participant to stop; units stop on the change."""
         run = observed.run
@@ -931,7 +1039,9 @@ class SynchronizedTask(ops.Object):
             if p in observed.units and observed.units[p].run_id == run.run_id
         }
         aggregate = self.aggregate(run, reports, observed.now) if self.aggregate else None
-        record = last_run_record(run, observed.units, action.lost, observed.now, aggregate)
+        record = last_run_record(
+            run, observed.units, action.lost, observed.now, aggregate, observed.concluded
+        )
         self._save_app(AppData(run=None, payload=None, last_run=record))
         logger.info("run %s ended %s %s", run.run_id, record.outcome, record.reason)
 
@@ -1028,6 +1138,25 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Prepare:
+    """Leader: every participant is armed; the workload's step before the release."""
+
+    endpoints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Leader: the run runs; start the workload's watch of the whole run."""
+
+    endpoints: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Conclude:
+    """Leader: every participant ended (or is lost); the workload's step after the end."""
+
+
+@dataclass(frozen=True)
 class Abort:
     """Leader: end the run early; every unit stops; the run ends with the reason."""
 
@@ -1044,8 +1173,7 @@ class Finish:
 
 Action = (
     (Arm | Refuse | Recheck | Collect | Halt | StartAt | Probe | Release | Schedule | Started)
-    | Abort
-    | Finish
+    | (Prepare | Watch | Abort | Conclude | Finish)
 )
 
 
@@ -1074,8 +1202,11 @@ class Observed:
     payload_ok: bool = True  # the payload in the databag matches the run's digest
     notice: Mapping[str, str] | None = None  # the done-notice this hook was woken by
     stop_requested: bool = False  # the user's stop runs in this hook
+    abort_requested: str = ""  # the charm aborts the run in this hook, for this reason
     probed_ready: frozenset[str] | None = None  # None: no probe in this hook yet
     released: Mapping[str, Outcome] | None = None  # a release carried out in this hook
+    prepare_error: str = ""  # the workload's prepare refused the release in this hook
+    concluded: Concluded | None = None  # the workload's conclusion, reached in this hook
     done: tuple[Action, ...] = ()  # the decisions already carried out in this hook
 
 
@@ -1089,9 +1220,12 @@ class HookResults:
 
     notice: Mapping[str, str] | None = None
     stop_requested: bool = False
+    abort_requested: str = ""
     done: list[Action] = field(default_factory=list)
     probed: frozenset[str] | None = None  # participants the probe found ready; None: no probe
     released: Mapping[str, Outcome] | None = None  # each participant's release, once released
+    prepare_error: str = ""
+    concluded: Concluded | None = None
 
 
 def decide(o: Observed) -> list[Action]:
@@ -1140,11 +1274,19 @@ def decide_leader(o: Observed) -> list[Action]:
         return []
     if o.stop_requested and run.phase != STOPPING:
         return [Abort(STOPPED_BY_USER)]
+    if o.abort_requested and run.phase != STOPPING:
+        return [Abort(o.abort_requested)]
     present = [p for p in run.participants if p in o.units]
     departed = [p for p in run.participants if p not in o.units]
     if run.phase == ARMING:
         return _decide_arming(o, run, present, departed)
     finished = [p for p in present if o.units[p].finished(run.run_id)]
+    if run.phase == RUNNING:
+        stoppers = [p for p in finished if o.units[p].stop_run]
+        if stoppers:
+            return [Abort("; ".join(_stop_text(p, o.units[p], run) for p in stoppers))]
+        if run.watcher != o.me:
+            return [Watch({p: o.units[p].endpoint for p in present})]
     # Reporting on another run: when stopping, a unit that never armed (nothing to wait for);
     # when running (every participant was armed at the release), not the unit that armed: lost.
     absent = [p for p in present if o.units[p].run_id != run.run_id]
@@ -1152,10 +1294,23 @@ def decide_leader(o: Observed) -> list[Action]:
         departed = departed + absent
     waiting = [p for p in present if p not in finished and p not in absent]
     if not waiting:
-        return [Finish(lost=tuple(departed))]
-    if run.stop_deadline is not None and o.now > run.stop_deadline:
-        return [Finish(lost=tuple(departed) + tuple(waiting))]
-    return []
+        lost = tuple(departed)
+    elif run.stop_deadline is not None and o.now > run.stop_deadline:
+        lost = tuple(departed) + tuple(waiting)
+    else:
+        return []
+    if run.prepared is not None and o.concluded is None:
+        return [Conclude()]
+    return [Finish(lost=lost)]
+
+
+def _stop_text(unit: str, report: UnitReport, run: Run) -> str:
+    """`app/2 <its reason>, 3.2 s after the start`: why and when a unit stopped everyone."""
+    started = run.started
+    when = ""
+    if started is not None and report.ended_at is not None:
+        when = f", {max(0.0, report.ended_at - started):.1f} s after the start"
+    return f"{unit} {report.stop_run}{when}"
 
 
 def _decide_arming(o: Observed, run: Run, present: list[str], departed: list[str]) -> list[Action]:
@@ -1175,9 +1330,14 @@ def _decide_arming(o: Observed, run: Run, present: list[str], departed: list[str
         if o.units[p].armed_for(run.run_id) or (o.units[p].pending_for(run.run_id) and p in ready)
     }
     if armed == set(run.participants):
+        endpoints = {p: o.units[p].endpoint for p in run.participants}
+        if o.prepare_error:
+            return [Abort(o.prepare_error)]
+        if run.prepared is None:
+            return [Prepare(endpoints)]
         if o.instant_release:
             return [Schedule(o.now + o.lead_s)]
-        return [Release({p: o.units[p].endpoint for p in run.participants})]
+        return [Release(endpoints)]
     pending = [p for p in run.participants if o.units[p].pending_for(run.run_id)]
     all_started = all(p in armed or p in pending for p in run.participants)
     if pending and all_started and o.probed_ready is None and not o.instant_release:
@@ -1261,10 +1421,13 @@ def last_run_record(
     lost: Sequence[str],
     now: float,
     aggregate: Aggregate | None = None,
+    concluded: Concluded | None = None,
 ) -> LastRun:
     """The record the leader writes when the run ends."""
     aggregate = aggregate or Aggregate()
-    outcome, reason = outcome_of(run, units, lost, aggregate.failures)
+    concluded = concluded or Concluded()
+    failures = (*aggregate.failures, *concluded.failures)
+    outcome, reason = outcome_of(run, units, lost, failures)
     started = run.started
     per_unit = {}
     for p in run.participants:
@@ -1292,9 +1455,10 @@ def last_run_record(
         spread_ms=release_spread_ms(run),
         units=per_unit,
         aggregate=dict(aggregate.data),
-        failures=tuple(aggregate.failures),
+        failures=failures,
         headline=aggregate.headline,
         info=dict(run.info),
+        concluded=dict(concluded.info),
     )
 
 
