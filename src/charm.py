@@ -27,6 +27,7 @@ from charms.k6_k8s.v0.synchronized_task import (
 import cos
 import dashboard
 import k6_client
+import k6_watch
 import quicktest
 import results
 import sources
@@ -90,10 +91,11 @@ class K6Charm(ops.CharmBase):
         super().__init__(framework)
         self.container = self.unit.get_container(CONTAINER)
         self.k6_tests = K6TestRequirer(self, "receive-k6-tests")
+        self.k6 = K6Workload(self.container, self.unit.name, self._outputs)
         self.task = SynchronizedTask(
             self,
             PEER,
-            K6Workload(self.container, self.unit.name, self._outputs),
+            self.k6,
             container=CONTAINER,
             notice_key=NOTICE_KEY,
             release=ApiRelease(port=k6_client.PORT),
@@ -112,6 +114,7 @@ class K6Charm(ops.CharmBase):
         framework.observe(on.stop_action, self._on_stop_action)
         framework.observe(on.list_action, self._on_list_action)
         framework.observe(on.results_action, self._on_results_action)
+        framework.observe(on[CONTAINER].pebble_custom_notice, self._on_watcher_notice)
         framework.observe(on.collect_unit_status, self._on_collect_unit_status)
 
     def _config(self) -> K6Config | None:
@@ -146,6 +149,21 @@ class K6Charm(ops.CharmBase):
             for relation in self.model.relations[endpoint]
             for unit in relation.units
         ]
+
+    def _on_watcher_notice(self, event: ops.PebbleCustomNoticeEvent) -> None:
+        """The watcher ended: when it saw the whole run cross an abortOnFail threshold, abort."""
+        if event.notice.key != k6_watch.NOTICE_KEY:
+            return
+        run = self.task.run
+        trip = self.k6.whole_run.watcher_trip()
+        if not self.unit.is_leader():  # leadership moved: the new leader watches on its own
+            self.k6.whole_run.stop_service(k6_watch.SERVICE)
+            return
+        if trip is None or run is None or run.run_id != event.notice.last_data.get("run_id"):
+            return
+        if run.phase == RUNNING:
+            logger.warning("run %s: %s", run.run_id, trip.reason())
+            self.task.abort(trip.reason())
 
     def _on_dashboard_event(self, _: ops.EventBase) -> None:
         """Leader: publish the bundled Grafana dashboard on every grafana-dashboard relation."""

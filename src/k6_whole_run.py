@@ -1,5 +1,6 @@
-"""What the leader does once for the whole run: setup() before the release, the abort watcher
-while it runs, teardown() after every unit has ended (docs/k6-semantics.md).
+"""The leader's once-per-run steps: setup() before the release, the abort watcher, teardown().
+
+See docs/k6-semantics.md.
 
 Every unit's k6 runs with `--no-setup --no-teardown --no-thresholds`. The leader runs setup()
 through its own paused k6 and hands the data to every unit (`PUT /v1/setup`); it starts the
@@ -14,12 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ops
-from charms.k6_k8s.v0.synchronized_task import Run, endpoint_of
+from charms.k6_k8s.v0.synchronized_task import (
+    Concluded,
+    Prepared,
+    Run,
+    UnitReport,
+    done_notice_command,
+    endpoint_of,
+)
 from ops import pebble
 
 import k6_client
@@ -134,15 +142,50 @@ class Teardown:
         return info
 
 
-class WholeRunSteps:
-    """The leader's once-per-run steps, in its own workload container."""
+LayerFn = Callable[[str, Mapping[str, str], str, str], pebble.LayerDict]  # k6_workload.layer
 
-    def __init__(self, container: ops.Container, unit_name: str, workdir: str):
+
+class WholeRunSteps:
+    """The leader's once-per-run steps, in its own workload container (K6Workload's)."""
+
+    def __init__(
+        self,
+        container: ops.Container,
+        unit_name: str,
+        workdir: str,
+        script_dir: str,
+        layer: LayerFn,
+    ):
         self.container = container
         self.unit_name = unit_name
         self.workdir = workdir
+        self.script_dir = script_dir
+        self.layer = layer  # (command, environment, service name, summary) -> a one-shot layer
 
     # ------------------------------------------------------------ before the release
+
+    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
+        """The script's options, then setup() once on this (the leader's) k6 for every unit."""
+        try:
+            options = self.options()
+            check_thresholds(options.thresholds)
+        except ValueError as e:
+            return Prepared(error=str(e))
+        setup_unit, data = "", None
+        if not options.no_setup:
+            setup = self.setup(run, options, endpoints)
+            if setup.error:
+                return Prepared(error=setup.error)
+            setup_unit, data = self.unit_name, setup.data
+        whole = WholeRun(
+            thresholds=options.thresholds,
+            setup_unit=setup_unit,
+            setup_data=data,
+            no_teardown=options.no_teardown,
+            teardown_timeout_s=options.teardown_timeout_s,
+            total_duration_s=options.total_duration_s,
+        )
+        return Prepared(info=whole.to_info())
 
     def options(self) -> ScriptOptions:
         """The script's options as this unit's `k6 inspect` printed them when it armed.
@@ -153,17 +196,19 @@ class WholeRunSteps:
         try:
             text = self.container.pull(f"{self.workdir}/{k6_script.OPTIONS_FILE}").read()
         except pebble.PathError as e:
-            raise ValueError(f"k6 inspect's output is missing: {e.message}") from None
+            raise ValueError(
+                f"k6 inspect's output is missing on {self.unit_name}: {e.message}"
+            ) from None
         return k6_script.parse_options(text)
 
     def setup(self, run: Run, options: ScriptOptions, endpoints: Mapping[str, str]) -> Setup:
-        """setup() once on this unit's paused k6, its data to every unit's k6."""
+        """The script's setup function, once, on this unit's paused k6; its data to every k6."""
         cached = self._cached_setup(run.run_id)
         if cached is not None:
             data = None if cached == NO_DATA else cached
         else:
             mine = endpoints.get(self.unit_name)
-            if mine is None:
+            if not mine:
                 return Setup(error=f"{self.unit_name} has no k6 endpoint for setup()")
             answer = k6_client.run_setup(mine, options.setup_timeout_s + API_MARGIN_S)
             if answer.error:
@@ -177,7 +222,7 @@ class WholeRunSteps:
                 )
             self._cache_setup(run.run_id, NO_DATA if data is None else data)
         if data is not None:
-            errors = k6_client.put_setup_all(list(endpoints.values()), data)
+            errors = k6_client.put_setup_all([e for e in endpoints.values() if e], data)
             failed = {e: why for e, why in errors.items() if why}
             if failed:
                 where = "; ".join(f"{e}: {why}" for e, why in failed.items())
@@ -199,15 +244,21 @@ class WholeRunSteps:
 
     # ------------------------------------------------------------ while it runs
 
-    def start_watcher(
-        self, run: Run, whole: WholeRun, endpoints: Mapping[str, str], layer: pebble.LayerDict
-    ) -> None:
-        """Start the abort watcher (when the script has abortOnFail thresholds)."""
+    def watch(self, run: Run, endpoints: Mapping[str, str]) -> None:
+        """Start the watcher of the script's abortOnFail thresholds (when it has any)."""
+        whole = WholeRun.from_info(run.prepared)
+        started = run.started
+        if not whole.aborts or started is None:
+            return
+        plan = k6_watch.plan(whole.aborts, endpoints, started, whole.total_duration_s)
+        environment = {k6_watch.PLAN_ENV: json.dumps(plan, separators=(",", ":"))}
+        command = done_notice_command(k6_watch.shell_line(), k6_watch.NOTICE_KEY, run.run_id)
         self.container.push(
             f"{self.workdir}/{k6_watch.SCRIPT_FILE}", k6_watch.SOURCE.read_text(), make_dirs=True
         )
         self.container.remove_path(f"{self.workdir}/{k6_watch.LOG_FILE}", recursive=True)
-        self.container.add_layer(k6_watch.SERVICE, layer, combine=True)
+        watcher = self.layer(command, environment, k6_watch.SERVICE, "k6-k8s abort watcher")
+        self.container.add_layer(k6_watch.SERVICE, watcher, combine=True)
         self.container.restart(k6_watch.SERVICE)
         logger.info("run %s: watching %d abort threshold(s)", run.run_id, len(whole.aborts))
 
@@ -222,26 +273,62 @@ class WholeRunSteps:
     def stop_service(self, name: str) -> None:
         """Stop a helper service if it runs (the watcher, the teardown k6)."""
         try:
-            if self.container.get_service(name).is_running():
+            service = self.container.get_services(name).get(name)
+            if service is not None and service.is_running():
                 self.container.stop(name)
-        except (ops.ModelError, pebble.APIError, pebble.ChangeError) as e:
+        except (pebble.APIError, pebble.ChangeError) as e:
             logger.info("could not stop %s: %s", name, e)
 
     # ------------------------------------------------------------ after the last end
 
+    def conclude(
+        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
+    ) -> Concluded:
+        """Stop the watcher, read its verdict, run teardown() once: what the record keeps."""
+        self.stop_service(k6_watch.SERVICE)
+        whole = WholeRun.from_info(run.prepared)
+        info: dict[str, Any] = {"setup": {"unit": whole.setup_unit}}
+        failures: list[str] = []
+        trip = self.watcher_trip()
+        if trip is not None:
+            info["abort"] = trip.reason()
+            if not run.reason:  # every unit ended before the leader acted on the trip
+                failures.append(trip.reason())
+        mine = reports.get(self.unit_name)
+        address = mine.endpoint.rpartition(":")[0].strip("[]") if mine and mine.endpoint else ""
+        teardown = self.teardown(run, payload, whole, address)
+        info["teardown"] = teardown.to_info()
+        if teardown.error:
+            failures.append(f"teardown() failed on {teardown.unit}: {teardown.error}")
+        return Concluded(info=info, failures=tuple(failures))
+
     def teardown(
-        self, run: Run, whole: WholeRun, address: str, layer: pebble.LayerDict
+        self, run: Run, payload: Mapping[str, Any], whole: WholeRun, address: str
     ) -> Teardown:
-        """teardown() once, in a fresh k6 on this pod, with setup()'s data."""
+        """The script's teardown function, once, in a fresh k6 on this pod, with setup's data."""
+        text = str(payload.get("script") or "")
+        if whole.no_teardown:
+            return Teardown(ran=False, why_not="noTeardown is set")
+        if not k6_script.may_have_teardown(text):
+            return Teardown(ran=False, why_not="the script has no teardown()")
+        if not address:
+            return Teardown(ran=False, why_not=f"{self.unit_name} published no address")
         mark = f"{self.workdir}/{TEARDOWN_DIR}/{run.run_id}"
         if self.container.exists(mark):
-            return Teardown(
-                ran=False,
-                unit=self.unit_name,
-                why_not="an earlier attempt on this unit was interrupted; not run again",
-            )
+            return Teardown(False, self.unit_name, why_not="an earlier attempt was interrupted")
         self.container.remove_path(f"{self.workdir}/{TEARDOWN_DIR}", recursive=True)
         self.container.push(mark, "", make_dirs=True)
+        script = f"{self.script_dir}/{payload.get('script_name') or 'script.js'}"
+        self.container.push(f"{self.workdir}/{script}", text, make_dirs=True, permissions=0o644)
+        environment = {str(k): str(v) for k, v in (payload.get("environment") or {}).items()}
+        command = teardown_command(script, environment, address)
+        own = {"K6_K8S_UNIT": self.unit_name, "K6_K8S_RUN_ID": run.run_id}
+        return self._run_teardown(
+            whole, self.layer(command, own, TEARDOWN_SERVICE, "k6 teardown()"), address
+        )
+
+    def _run_teardown(self, whole: WholeRun, layer: pebble.LayerDict, address: str) -> Teardown:
+        """Start the teardown k6, give it setup()'s data, run teardown(), stop it."""
         endpoint = endpoint_of(address, TEARDOWN_PORT)
         try:
             self.container.add_layer(TEARDOWN_SERVICE, layer, combine=True)
@@ -274,19 +361,3 @@ def teardown_argv(script: str, environment: Mapping[str, str], address: str) -> 
 def teardown_command(script: str, environment: Mapping[str, str], address: str) -> str:
     """The teardown k6 as one shell-quoted Pebble command."""
     return shlex.join(teardown_argv(script, environment, address))
-
-
-def watch_plan_env(
-    whole: WholeRun, endpoints: Mapping[str, str], started: float
-) -> dict[str, str]:
-    """The watcher service's environment: its plan."""
-    plan = k6_watch.plan(whole.aborts, endpoints, started, whole.total_duration_s)
-    return {k6_watch.PLAN_ENV: json.dumps(plan, separators=(",", ":"))}
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the leader's end-of-run steps add to the record."""
-
-    info: Mapping[str, Any] = field(default_factory=dict)
-    failures: tuple[str, ...] = ()

@@ -18,8 +18,11 @@ from typing import Any
 import ops
 from charms.k6_k8s.v0.synchronized_task import (
     ArmFailed,
+    Concluded,
+    Prepared,
     Run,
     Share,
+    UnitReport,
     Workload,
     done_notice_command,
     endpoint_of,
@@ -27,8 +30,11 @@ from charms.k6_k8s.v0.synchronized_task import (
 from ops import pebble
 
 import k6_client
+import k6_script
+import k6_watch
 import results
 from cos import REPORT_FILE
+from k6_whole_run import WholeRunSteps
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,11 @@ SUMMARY_FILE = "summary.json"
 SCRIPT_DIR = "tests"
 ARM_WAIT_SECONDS = 30.0  # how long one unit's arm hook waits for its own k6 to pause
 RECHECK_WAIT_SECONDS = 2.0  # a later look at a k6 that was still initializing
+# A unit's end that ends one `k6 run` ends the whole run (the others are stopped).
+STOPS_EVERYONE = {
+    107: "stopped on a script error (exit code 107)",
+    108: "aborted the test: exec.test.abort() (exit code 108)",
+}
 
 # Settings for the k6 in the workload image (1.7 there, 1.1 in the tests; docs/juju-k8s.md):
 # older k6 ignores unknown variables, so one environment serves both.
@@ -80,8 +91,13 @@ class RunCommand:
     extra_args: Sequence[str] = ()
 
     def k6_argv(self) -> list[str]:
-        """The k6 argv, one list element per argument."""
+        """The k6 argv, one list element per argument.
+
+        `--no-setup --no-teardown --no-thresholds`: the leader runs setup() and teardown() once
+        for the whole run and judges the script's thresholds on the merge (docs/k6-semantics.md).
+        """
         argv = ["k6", "run", "--paused", "--address", endpoint_of(self.address, k6_client.PORT)]
+        argv += ["--no-setup", "--no-teardown", "--no-thresholds"]
         argv += segment_flags(self.share)
         for key, value in sorted(self.tags.items()):
             argv += ["--tag", f"{key}={value}"]
@@ -92,16 +108,34 @@ class RunCommand:
         argv += [*self.extra_args, self.script]
         return argv
 
+    def inspect_argv(self) -> list[str]:
+        """`k6 inspect --execution-requirements`: the script's options, as k6 reads them."""
+        argv = ["k6", "inspect", "--execution-requirements"]
+        for key, value in self.environment.items():
+            argv += ["-e", f"{key}={value}"]
+        return [*argv, self.script]
+
+    def shell_line(self) -> str:
+        """k6 inspect into OPTIONS_FILE, then (if it worked) k6 run, in a child shell."""
+        inspect, run = shlex.join(self.inspect_argv()), shlex.join(self.k6_argv())
+        line = f"{inspect} > {k6_script.OPTIONS_FILE} && exec {run}"
+        return shlex.join(["sh", "-c", line])
+
     def service_command(self) -> str:
         """The Pebble service command: k6, then the done-notice with the run id and exit code."""
-        return done_notice_command(shlex.join(self.k6_argv()), NOTICE_KEY, self.run_id)
+        return done_notice_command(self.shell_line(), NOTICE_KEY, self.run_id)
 
 
-def layer(command: str, environment: Mapping[str, str] | None = None) -> pebble.LayerDict:
+def layer(
+    command: str,
+    environment: Mapping[str, str] | None = None,
+    name: str = SERVICE,
+    summary: str = "k6 load test (one run)",
+) -> pebble.LayerDict:
     """The Pebble layer for a one-shot k6 service (never restarted when it exits)."""
     service: pebble.ServiceDict = {
         "override": "replace",
-        "summary": "k6 load test (one run)",
+        "summary": summary,
         "command": command,
         "startup": "disabled",
         "working-dir": WORKDIR,
@@ -110,7 +144,7 @@ def layer(command: str, environment: Mapping[str, str] | None = None) -> pebble.
         "kill-delay": "5s",
         "environment": {**VERSION_ENV, **(environment or {})},
     }
-    return {"summary": "k6 load test", "services": {SERVICE: service}}
+    return {"summary": "k6 load test" if name == SERVICE else summary, "services": {name: service}}
 
 
 def change_error_text(err: str) -> str:
@@ -137,6 +171,7 @@ class K6Workload(Workload):
         self.container = container
         self.unit_name = unit_name
         self.outputs = outputs  # run id -> this run's tags, output flags and environment
+        self.whole_run = WholeRunSteps(container, unit_name, WORKDIR, SCRIPT_DIR, layer)
 
     def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
         """Write the script, start `k6 run --paused`, wait until its API says paused."""
@@ -158,7 +193,7 @@ class K6Workload(Workload):
         self.container.push(
             f"{WORKDIR}/{command.script}", payload["script"], make_dirs=True, permissions=0o644
         )
-        for stale in (SUMMARY_FILE, REPORT_FILE):
+        for stale in (SUMMARY_FILE, REPORT_FILE, k6_script.OPTIONS_FILE):
             self.container.remove_path(f"{WORKDIR}/{stale}", recursive=True)
         self.container.add_layer(
             SERVICE, layer(command.service_command(), environment), combine=True
@@ -185,15 +220,17 @@ class K6Workload(Workload):
     def halt(self) -> None:
         """Stop k6 (SIGTERM: it exits 105 and the service line still sends the notice)."""
         self.container.stop(SERVICE)
+        self.whole_run.stop_service(k6_watch.SERVICE)
 
     def result(self, run: Run) -> dict[str, Any] | None:
         """This unit's compact k6 summary and the path of its HTML report."""
-        return {"summary": self._summary(), "report": self._report_path()}
+        keep = {t.metric for thresholds in results.run_thresholds(run) for t in thresholds}
+        return {"summary": self._summary(keep), "report": self._report_path()}
 
-    def _summary(self) -> results.CompactSummary | None:
+    def _summary(self, keep: set[str]) -> results.CompactSummary | None:
         try:
             text = self.container.pull(f"{WORKDIR}/{SUMMARY_FILE}").read()
-            return results.compact(json.loads(text))
+            return results.compact(json.loads(text), keep=keep)
         except (pebble.PathError, ValueError) as e:
             logger.info("no k6 summary: %s", e)
             return None
@@ -218,3 +255,23 @@ class K6Workload(Workload):
         for endpoint, error in k6_client.stop_all(endpoints).items():
             if error:
                 logger.info("stop via API at %s failed (it stops on its own): %s", endpoint, error)
+
+    # ------------------------------------------------------------ once for the whole run
+
+    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
+        """The script's options, and setup() once (k6_whole_run)."""
+        return self.whole_run.prepare(run, endpoints)
+
+    def watch(self, run: Run, endpoints: Mapping[str, str]) -> None:
+        """The abortOnFail watcher, when the script has such thresholds (k6_whole_run)."""
+        self.whole_run.watch(run, endpoints)
+
+    def conclude(
+        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
+    ) -> Concluded:
+        """The watcher's verdict, and teardown() once (k6_whole_run)."""
+        return self.whole_run.conclude(run, payload, reports)
+
+    def stops_everyone(self, exit_code: int | None) -> str:
+        """k6's own aborts stop the whole run, as they stop one `k6 run`."""
+        return STOPS_EVERYONE.get(exit_code, "") if exit_code is not None else ""

@@ -27,7 +27,14 @@ from results.merge import (
     merged_quantile,
     rank_error,
 )
-from results.report import TABLE_RANK_ERROR, aggregate_run, format_table, headline, unit_line
+from results.report import (
+    TABLE_RANK_ERROR,
+    aggregate_run,
+    format_table,
+    headline,
+    run_thresholds,
+    unit_line,
+)
 from results.summary import (
     CORE_METRICS,
     GRID,
@@ -45,7 +52,13 @@ from results.summary import (
     compact,
     trend_stats,
 )
-from results.thresholds import THRESHOLD_STATS, Threshold, evaluate, parse_thresholds
+from results.thresholds import (
+    THRESHOLD_STATS,
+    Threshold,
+    evaluate,
+    parse_thresholds,
+    script_thresholds,
+)
 
 __all__ = [
     "CORE_METRICS",
@@ -85,6 +98,8 @@ __all__ = [
     "percentile_key",
     "rank_error",
     "rank_text",
+    "run_thresholds",
+    "script_thresholds",
     "trend_stats",
     "unit_line",
 ]

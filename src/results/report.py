@@ -21,7 +21,7 @@ from results._numbers import (
     rank_text,
 )
 from results.summary import GRID, GRID_KEY, TIME_TRENDS
-from results.thresholds import evaluate, parse_thresholds
+from results.thresholds import Threshold, evaluate, parse_thresholds, script_thresholds
 
 
 def _unit_percentile(stats: Mapping[str, object], fraction: float) -> int | float | None:
@@ -200,13 +200,23 @@ def headline(aggregate: Mapping[str, object]) -> str:
     return f"p95 {_fmt_value(p95)} ms ({rank_text(error)})"
 
 
+def run_thresholds(run: Run) -> tuple[list[Threshold], list[Threshold]]:
+    """The run's thresholds: the charm's (config or action) and the script's own."""
+    return parse_thresholds(str(run.info.get("thresholds", ""))), script_thresholds(run.prepared)
+
+
 def aggregate_run(run: Run, reports: Mapping[str, UnitReport], ended: float) -> Aggregate:
-    """The library's aggregate callback: merge the units' summaries, judge the run's thresholds."""
+    """The library's aggregate callback: merge the units' summaries, judge the run's thresholds.
+
+    The script's own thresholds are judged as one `k6 run` judges them (`like_k6`), the charm's
+    strictly (a metric nobody measured fails).
+    """
     summaries = {p: (r.result or {}).get("summary") for p, r in reports.items()}
     started = run.started
-    thresholds = parse_thresholds(str(run.info.get("thresholds", "")))
-    merged = merge.aggregate(summaries, ended - started if started else None, thresholds)
-    failures = evaluate(merged, thresholds)
+    charm, script = run_thresholds(run)
+    duration = ended - started if started else None
+    merged = merge.aggregate(summaries, duration, [*charm, *script])
+    failures = evaluate(merged, charm) + evaluate(merged, script, like_k6=True)
     lines = {
         p: {**unit_line(summaries[p]), "report": bool((r.result or {}).get("report"))}
         for p, r in reports.items()

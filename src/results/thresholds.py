@@ -177,6 +177,20 @@ _K6_COUNTERS = frozenset(
 _KIND_NAMES = {"counters": "counter", "rates": "rate", "trends": "trend", "gauges": "gauge"}
 
 
+def script_thresholds(prepared: Mapping[str, object] | None) -> list[Threshold]:
+    """The script's own thresholds, as the leader kept them in the run before the release.
+
+    `prepared["thresholds"]` is a list of `[metric, expression, abortOnFail, delayAbortEval]`
+    (k6_whole_run.WholeRun); the leader checked each parses before the release.
+    """
+    entries = (prepared or {}).get("thresholds")
+    found: list[Threshold] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, list) and len(entry) >= 2:
+            found.extend(parse_thresholds(f"{entry[0]}: {entry[1]}"))
+    return found
+
+
 def threshold_percents(thresholds: Sequence[Threshold]) -> dict[str, set[float]]:
     """Per metric, the percentiles (0..100) its thresholds need."""
     needed: dict[str, set[float]] = {}
@@ -188,8 +202,10 @@ def threshold_percents(thresholds: Sequence[Threshold]) -> dict[str, set[float]]
 
 
 def _without_samples(threshold: Threshold) -> str | None:
-    """k6's verdict on a metric no unit sampled: every stat of its empty sink is 0, but a Rate
-    without samples is not judged at all."""
+    """k6's verdict on a metric no unit sampled.
+
+    Every stat of k6's empty sink is 0, but a Rate without samples is not judged at all.
+    """
     base = threshold.metric.split("{", 1)[0]
     if threshold.stat == "rate" and base not in _K6_COUNTERS:
         return None  # a Rate (or a custom metric judged on its rate): k6 skips it

@@ -61,7 +61,7 @@ export default function () {{
 """
 
 
-TOKEN = "'X-Token': data.token"
+UNIT_AND_TOKEN = "'X-K6-Unit': __ENV.K6_K8S_UNIT, 'X-Token': data.token"
 
 
 def one_test(
@@ -72,10 +72,12 @@ def one_test(
     load: str = "",
     executor: str = "",
 ) -> str:
-    """One test with a lifecycle: setup() calls /setup and returns a token; every iteration
-    sends it to /load; teardown() sends it to /teardown. `setup` and `load` add JS lines at the
-    start of setup() / each iteration (to throw, fail or abort); `executor` replaces the
-    shared-iterations scenario (a scenario's JS object)."""
+    """One test with a lifecycle: setup() returns a token that every request then carries.
+
+    setup() calls /setup, every iteration /load, teardown() /teardown. `setup` and `load` add JS
+    lines at the start of setup() / each iteration (to throw, fail or abort); `executor`
+    replaces the shared-iterations scenario (a scenario's JS object).
+    """
     scenario = executor or (
         f"{{ executor: 'shared-iterations', vus: {vus}, iterations: {iterations}, "
         "maxDuration: '30s' }"
@@ -95,9 +97,9 @@ export function setup() {{
 }}
 export default function (data) {{
   {load}
-  http.get(`${{__ENV.TARGET}}/load`, {{ headers: {{ 'X-K6-Unit': __ENV.K6_K8S_UNIT, {TOKEN} }} }});
+  http.get(`${{__ENV.TARGET}}/load`, {{ headers: {{ {UNIT_AND_TOKEN} }} }});
 }}
 export function teardown(data) {{
-  http.get(`${{__ENV.TARGET}}/teardown`, {{ headers: {{ 'X-K6-Unit': __ENV.K6_K8S_UNIT, {TOKEN} }} }});
+  http.get(`${{__ENV.TARGET}}/teardown`, {{ headers: {{ {UNIT_AND_TOKEN} }} }});
 }}
 """

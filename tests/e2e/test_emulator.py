@@ -159,7 +159,10 @@ def test_a_stopped_k6_service_line_still_notifies_with_exit_code_105(supervisor,
     # the real line, with a stand-in `k6` that exits 105 on SIGTERM as k6 does
     standin = tmp_path / "bin"
     standin.mkdir()
-    (standin / "k6").write_text("#!/bin/sh\ntrap 'exit 105' TERM\nwhile :; do sleep 0.05; done\n")
+    (standin / "k6").write_text(
+        "#!/bin/sh\n[ \"$1\" = inspect ] && exit 0\ntrap 'exit 105' TERM\n"
+        "while :; do sleep 0.05; done\n"
+    )
     (standin / "k6").chmod(0o755)
     supervisor.path_prefix = str(standin)
     supervisor.start(

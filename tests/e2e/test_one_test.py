@@ -117,8 +117,7 @@ def failing_on(unit: str) -> str:
         executor="{ executor: 'constant-vus', vus: 3, duration: '20s' }",
         load=(
             f"if (__ENV.K6_K8S_UNIT === '{unit}') "
-            "http.get(`${__ENV.TARGET}/status/500`, { headers: { 'X-K6-Unit': __ENV.K6_K8S_UNIT } });"
-            " sleep(0.1);"
+            f"http.get(`${{__ENV.TARGET}}/status/500`, {{ {scripts.HEADER} }}); sleep(0.1);"
         ),
     )
 

@@ -138,14 +138,25 @@ def me_of(out: testing.State) -> dict:
     return {k: json.loads(v) for k, v in out.get_relation(900).local_unit_data.items()}
 
 
-def k6_argv(out: testing.State) -> list[str]:
-    """The k6 argv inside the service's `/bin/sh -c` line."""
-    command = out.get_container("k6").plan.services[SERVICE].command
+def service_parts(command: str) -> tuple[list[str], list[str]]:
+    """(`k6 inspect` argv, `k6 run` argv) inside a k6 service command.
+
+    The command is `/bin/sh -c "trap ...; sh -c '<inspect> > options.json && exec <run>'; ..."`.
+    """
     sh, dash_c, line = shlex.split(command)
     assert (sh, dash_c) == ("/bin/sh", "-c")
     prefix, suffix = "trap 'true' TERM; ", "; code=$?; "
     assert line.startswith(prefix) and suffix in line
-    return shlex.split(line[len(prefix) : line.index(suffix)])
+    child, child_c, inner = shlex.split(line[len(prefix) : line.index(suffix)])
+    assert (child, child_c) == ("sh", "-c")
+    inspect, separator, run = inner.partition(" > options.json && exec ")
+    assert separator, inner
+    return shlex.split(inspect), shlex.split(run)
+
+
+def k6_argv(out: testing.State) -> list[str]:
+    """The `k6 run` argv inside the service's command."""
+    return service_parts(out.get_container("k6").plan.services[SERVICE].command)[1]
 
 
 def participant_gets_done_notice(tmp_path, exit_code: str) -> testing.State:

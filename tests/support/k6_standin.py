@@ -19,6 +19,12 @@ What it reproduces (each measured against real k6 v1.1.0):
   A body without the `data` wrapper is accepted and ignored (200, nothing happens), like k6.
 - Malformed JSON: 400. `POST /v1/status`: 405. Any request to `/status`: 200 "ok" (k6's
   health endpoint, which does nothing). SIGTERM: exit 105.
+- `POST /v1/setup`: 200 with no data (a script without setup()), or K6_STANDIN_SETUP_DATA's
+  JSON as the data; `PUT /v1/setup`: 200, the body becomes the data; `POST /v1/teardown`: 200.
+  Each is logged (`setup`, `put_setup`, `teardown`) like the resume.
+- `k6 inspect [flags] SCRIPT`: prints options with no thresholds (real k6's JSON shape, the
+  fields the charm reads) and exits 0; 107 with K6_STANDIN_DIE_BEFORE_ARM, like a syntax
+  error.
 
 Behaviour knobs (environment):
 
@@ -64,6 +70,8 @@ EXIT_SCRIPT_ERROR = 107
 EXIT_USAGE = 2
 
 STATUS_PATH = "/v1/status"
+SETUP_PATH = "/v1/setup"
+TEARDOWN_PATH = "/v1/teardown"
 HEALTH_PATH = "/status"
 DEFAULT_ADDRESS = "localhost:6565"
 LISTEN_BACKLOG = 1024
@@ -96,6 +104,18 @@ class Options:
     summary_export: str | None
     script: str | None
     tags: dict[str, str] = field(default_factory=dict)  # --tag NAME=VALUE
+
+
+INSPECTED = {  # what `k6 inspect --execution-requirements` prints for a script with no options
+    "paused": None,
+    "thresholds": None,
+    "setupTimeout": None,
+    "teardownTimeout": None,
+    "noSetup": None,
+    "noTeardown": None,
+    "totalDuration": "10m30s",
+    "maxVUs": 1,
+}
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -159,6 +179,7 @@ class Execution:
         self.paused = True
         self.stopped = False
         self.resumed_at: float | None = None  # monotonic
+        self.setup_data: str | None = None  # JSON text set by POST or PUT /v1/setup
         self.responding = 0  # PATCH responses not yet written: an exit waits for them
 
     def document(self) -> dict:
@@ -207,6 +228,12 @@ class Execution:
         }
         with open(path, "a", encoding="utf-8") as log:
             log.write(json.dumps(line) + "\n")
+
+
+def _setup_document(data: str | None) -> bytes:
+    """k6's setupData document: `attributes` holds `data` only when there is some."""
+    attributes = "{}" if data is None else '{"data":' + data + "}"
+    return ('{"data":{"type":"setupData","id":"default","attributes":' + attributes + "}}").encode()
 
 
 def _encode(document: dict) -> bytes:
@@ -277,12 +304,35 @@ class _Handler(BaseHTTPRequestHandler):
                 execution.responding -= 1
 
     def do_POST(self) -> None:
-        """k6 answers 405 to POST on the status resource."""
+        """setup() or teardown() now; k6 answers 405 to POST on the status resource."""
         self._read_body()
+        execution = self.server.execution
         if self.path == HEALTH_PATH:
             self._send(200, b"ok", "text/plain; charset=utf-8")
+        elif self.path == SETUP_PATH:
+            execution.log(execution.log_path, "setup")
+            data = os.environ.get("K6_STANDIN_SETUP_DATA")
+            with execution.lock:
+                execution.setup_data = data
+            self._send(200, _setup_document(data))
+        elif self.path == TEARDOWN_PATH:
+            execution.log(execution.log_path, "teardown")
+            self._send(200, b"")
         else:
             self._send(405 if self.path == STATUS_PATH else 404, b"")
+
+    def do_PUT(self) -> None:
+        """Set the data every VU receives, like k6's `PUT /v1/setup`."""
+        body = self._read_body()
+        execution = self.server.execution
+        if self.path != SETUP_PATH:
+            self._send(404, b"404 page not found", "text/plain; charset=utf-8")
+            return
+        execution.log(execution.log_path, "put_setup")
+        data = body.decode() if body else None
+        with execution.lock:
+            execution.setup_data = data
+        self._send(200, _setup_document(data))
 
 
 class _Server(ThreadingHTTPServer):
@@ -307,8 +357,19 @@ def _write_summary(path: str | None, iterations: int, seconds: float) -> None:
         json.dump(summary, out, indent=4)
 
 
+def inspect(argv: list[str]) -> int:
+    """`k6 inspect`: the options of a script without any, or a script error."""
+    if _env_flag("K6_STANDIN_DIE_BEFORE_ARM"):
+        print("stand-in: script error (K6_STANDIN_DIE_BEFORE_ARM)", file=sys.stderr)
+        return EXIT_SCRIPT_ERROR
+    print(json.dumps(INSPECTED, indent=2))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Run the stand-in until the test ends; returns k6's exit code."""
+    if argv[:1] == ["inspect"]:
+        return inspect(argv[1:])
     try:
         options = parse_args(argv)
     except ValueError as e:

@@ -23,7 +23,9 @@ from ops import pebble, testing
 from scenario.mocking import _MockPebbleClient
 
 import k6_client
+import k6_whole_run
 import k6_workload
+from k6_script import ScriptOptions
 from k6_workload import NOTICE_KEY, SERVICE, SUMMARY_FILE, WORKDIR
 from tests.emulator.target import free_port
 from tests.support.k6_charm_states import (
@@ -60,6 +62,7 @@ class FakeK6:
         self.status = 4
         self.paused = True
         self.patches: list[dict] = []
+        self.posts: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +96,14 @@ class FakeK6:
                 outer.patches.append(json.loads(self.rfile.read(length)))
                 self._reply()
 
+            def do_POST(self) -> None:  # /v1/setup (a script without setup()) or /v1/teardown
+                outer.posts.append(self.path)
+                body = b'{"data":{"type":"setupData","id":"default","attributes":{}}}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
         self.server = ThreadingHTTPServer((ADDRESS, 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -124,6 +135,12 @@ def fake_k6(monkeypatch: pytest.MonkeyPatch, k6_port: int) -> Iterator[FakeK6]:
         yield fake
     finally:
         fake.close()
+
+
+@pytest.fixture(autouse=True)
+def script_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `k6 inspect` would have printed when the unit armed (no k6 runs in these tests)."""
+    monkeypatch.setattr(k6_whole_run.WholeRunSteps, "options", lambda self: ScriptOptions())
 
 
 @pytest.fixture(autouse=True)
@@ -341,10 +358,13 @@ def test_hostile_environment_value_stays_one_argument(tmp_path, fake_k6):
 def leader_sees_every_participant_armed(
     tmp_path, mine: str | None = None, other: str | None = None
 ) -> testing.State:
-    """Run the leader's relation-changed from k6/1 when both units are armed for run r1."""
+    """Run the leader's relation-changed from k6/1 when both units are armed for run r1.
+
+    By default setup() already ran (the run is prepared): what is tested is the release.
+    """
     context = ctx()
     relation = peers(
-        app=app_data(),
+        app=app_data(run_dict(prepared={})),
         me=unit_data(status="busy", run_id="r1", endpoint=mine or endpoint()),
         others={1: unit_data(status="busy", run_id="r1", endpoint=other or endpoint())},
     )
@@ -361,6 +381,46 @@ def test_leader_releases_everyone_when_the_last_participant_reports_busy(tmp_pat
     assert out.app_status.name == "active"
     assert out.app_status.message.startswith("running 2/2 units, ")
     assert out.app_status.message.endswith("s")
+
+
+def test_the_leader_runs_setup_on_its_own_k6_then_releases_everyone(tmp_path, fake_k6):
+    context = ctx()
+    relation = peers(
+        app=app_data(),  # not prepared yet
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
+        others={1: unit_data(status="busy", run_id="r1", endpoint=endpoint())},
+    )
+    st = state(tmp_path, relation, containers={running(tmp_path)})
+
+    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+
+    run = app_of(out)["run"]
+    assert fake_k6.posts == ["/v1/setup"]  # once, on the leader's own k6
+    assert run["phase"] == RUNNING
+    assert run["prepared"]["setup_unit"] == "k6/0"
+    assert run["prepared"]["setup_data"] is None  # a script without setup(): nothing to PUT
+    assert fake_k6.attributes() == [RESUME, RESUME]
+
+
+def test_a_setup_that_cannot_run_aborts_the_run_before_any_release(
+    tmp_path, fake_k6, dead_endpoint
+):
+    context = ctx()
+    relation = peers(
+        app=app_data(),  # not prepared yet; the leader's own k6 does not answer
+        me=unit_data(status="busy", run_id="r1", endpoint=dead_endpoint),
+        others={1: unit_data(status="busy", run_id="r1", endpoint=endpoint())},
+    )
+    st = state(tmp_path, relation, containers={running(tmp_path)})
+
+    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+
+    run = app_of(out)["run"]
+    assert run["phase"] == STOPPING
+    assert run["reason"].startswith(f"setup() failed on k6/0: k6 at {dead_endpoint} did not")
+    assert run["prepared"] is None
+    assert RESUME not in fake_k6.attributes()  # released nobody
+    assert fake_k6.attributes() == [STOP]  # and stopped the other armed unit
 
 
 def test_failed_release_aborts_the_run(tmp_path, dead_endpoint):

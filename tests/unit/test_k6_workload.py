@@ -24,6 +24,7 @@ from charms.k6_k8s.v0.synchronized_task import PEBBLE, Share, done_notice_comman
 import k6_client
 import k6_workload
 from tests.emulator.target import free_port
+from tests.support.k6_charm_states import service_parts
 from tests.support.processes import kill_group, real_k6
 
 PREFIX = "trap 'true' TERM; "
@@ -114,6 +115,9 @@ def test_k6_argv_runs_paused_with_address_segment_tags_environment_outputs_and_s
         "--paused",
         "--address",
         "10.1.2.3:6565",
+        "--no-setup",
+        "--no-teardown",
+        "--no-thresholds",
         "--execution-segment",
         "1/3:2/3",
         "--execution-segment-sequence",
@@ -159,8 +163,26 @@ def test_service_command_is_the_librarys_done_notice_command_around_k6s_argv():
     command = full_command()
 
     assert command.service_command() == done_notice_command(
-        shlex.join(command.k6_argv()), "k6.com/done", "r1"
+        command.shell_line(), "k6.com/done", "r1"
     )
+
+
+def test_k6_inspects_the_script_with_its_environment_before_it_runs():
+    command = full_command()
+
+    inspect, run = service_parts(command.service_command())
+
+    assert inspect == [
+        "k6",
+        "inspect",
+        "--execution-requirements",
+        "-e",
+        "TARGET=http://webapp:8080",
+        "-e",
+        "A=1",
+        "tests/load.js",
+    ]
+    assert run == command.k6_argv()
 
 
 def shell_line(command: k6_workload.RunCommand) -> str:
@@ -177,7 +199,8 @@ def test_shell_line_runs_k6_then_notifies_pebble_with_run_id_and_exit_code():
 
     assert line.startswith(PREFIX)
     k6_part, _, notify_part = line[len(PREFIX) :].partition(AFTER_K6)
-    assert shlex.split(k6_part) == command.k6_argv()
+    assert shlex.split(k6_part) == ["sh", "-c", shlex.split(k6_part)[2]]
+    assert service_parts(command.service_command())[1] == command.k6_argv()
     assert notify_part == (
         "trap '' TERM; /charm/bin/pebble notify k6.com/done run_id=r1 exit_code=$code; exit $code"
     )
@@ -205,8 +228,12 @@ class FakeBin:
             "FAKE_K6_SLEEP": str(k6_sleep),
         }
 
+    def k6_argvs(self) -> list[list[str]]:
+        """Every k6 call's argv, in order (`k6 inspect`, then `k6 run`)."""
+        return [json.loads(line) for line in self.k6_argv_file.read_text().splitlines()]
+
     def k6_argv(self) -> list[str]:
-        return json.loads(self.k6_argv_file.read_text())
+        return self.k6_argvs()[-1]
 
     def pebble_argv(self) -> list[str]:
         return json.loads(self.pebble_argv_file.read_text())
@@ -216,7 +243,7 @@ def _write_recorder(path: Path, argv_file: Path, body: str = "") -> None:
     path.write_text(
         f"#!{sys.executable}\n"
         "import json, os, sys, time\n"
-        f"open({str(argv_file)!r}, 'w').write(json.dumps(sys.argv[1:]))\n" + body
+        f"open({str(argv_file)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n" + body
     )
     path.chmod(0o755)
 
@@ -229,6 +256,7 @@ def fake_bin(tmp_path: Path) -> FakeBin:
     _write_recorder(
         folder / "k6",
         fake.k6_argv_file,
+        "if sys.argv[1] == 'inspect': sys.exit(0)\n"
         "time.sleep(float(os.environ.get('FAKE_K6_SLEEP', '0')))\n"
         "sys.exit(int(os.environ.get('FAKE_K6_EXIT', '0')))\n",
     )
@@ -273,12 +301,12 @@ def test_hostile_environment_value_and_script_name_stay_one_argument_each(
     k6_part, found, _ = line[len(PREFIX) :].partition(AFTER_K6)
     assert found
 
-    assert shlex.split(k6_part) == command.k6_argv()
     subprocess.run(
         ["/bin/sh", "-c", k6_part], env=fake_bin.env(), cwd=tmp_path, check=True, timeout=30
     )
 
-    received = fake_bin.k6_argv()
+    inspected, received = fake_bin.k6_argvs()
+    assert inspected == command.inspect_argv()[1:]
     assert received == command.k6_argv()[1:]
     assert f"TARGET={hostile(pwned)}" in received
     assert received[-1] == f"tests/{hostile(pwned)}.js"

@@ -1172,9 +1172,8 @@ class Finish:
 
 
 Action = (
-    (Arm | Refuse | Recheck | Collect | Halt | StartAt | Probe | Release | Schedule | Started)
-    | (Prepare | Watch | Abort | Conclude | Finish)
-)
+    Arm | Refuse | Recheck | Collect | Halt | StartAt | Probe | Release | Schedule | Started
+) | (Prepare | Watch | Abort | Conclude | Finish)
 
 
 @dataclass(frozen=True)
