@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ import cos
 import dashboard
 import k6_client
 import k6_watch
+import k6_whole_run
 import quicktest
 import results
 import sources
@@ -326,7 +328,9 @@ class K6Charm(ops.CharmBase):
             {
                 "run-id": last.run_id,
                 "outcome": last.outcome,
+                "exit-code": str(k6_whole_run.exit_code_of(last)),
                 "reason": last.reason or "-",
+                **lifecycle_results(last.concluded),
                 "spread-ms": str(last.spread_ms),
                 "units": {
                     u.replace("/", "-"): {
@@ -347,6 +351,24 @@ class K6Charm(ops.CharmBase):
             self.load_config(K6Config)
         except ValueError as e:
             event.add_status(ops.BlockedStatus(str(e)))
+
+
+def lifecycle_results(concluded: Mapping[str, Any]) -> dict[str, str]:
+    """What the `results` action says of setup(), teardown() and a whole-run abort."""
+    if not concluded:
+        return {}
+    setup = concluded.get("setup") or {}
+    teardown = concluded.get("teardown") or {}
+    found = {"setup": f"ran on {setup['unit']}" if setup.get("unit") else "not run"}
+    if teardown.get("error"):
+        found["teardown"] = f"failed on {teardown.get('unit')}: {teardown['error']}"
+    elif teardown.get("ran"):
+        found["teardown"] = f"ran on {teardown.get('unit')}"
+    else:
+        found["teardown"] = f"not run: {teardown.get('why_not') or 'unknown'}"
+    if concluded.get("abort"):
+        found["aborted"] = str(concluded["abort"])
+    return found
 
 
 if __name__ == "__main__":  # pragma: nocover

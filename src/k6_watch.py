@@ -29,6 +29,7 @@ INTERVAL_S = 1.0  # how often the watcher reads every unit's live metrics
 GRACE_S = 120.0  # the watcher outlives the test's own longest duration by this much
 DEFAULT_UNTIL_S = 24 * 3600.0  # when k6 cannot say how long the test may last
 TRIP_KEY = "k6k8s_trip"
+TRIP_REASON = "abortOnFail threshold"  # how a trip's reason starts (the run's exit code: 99)
 
 
 def watched_stat(stat: str) -> dict[str, Any]:
@@ -114,10 +115,7 @@ class Trip:
         elif self.value is not None:
             value = f": live value {_fmt(self.value)}"
         units = "" if self.units is None else f", from {self.units} unit(s)"
-        return (
-            f"abortOnFail threshold '{self.threshold}' crossed on the whole run{when}"
-            f"{value}{units}"
-        )
+        return f"{TRIP_REASON} '{self.threshold}' crossed on the whole run{when}{value}{units}"
 
 
 def _fmt(value: float) -> str:

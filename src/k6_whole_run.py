@@ -21,7 +21,10 @@ from typing import Any
 
 import ops
 from charms.k6_k8s.v0.synchronized_task import (
+    PASSED,
+    STOPPED_BY_USER,
     Concluded,
+    LastRun,
     Prepared,
     Run,
     UnitReport,
@@ -46,6 +49,7 @@ TEARDOWN_READY_S = 60.0  # how long the fresh k6 may take to init before teardow
 SETUP_DATA_MAX_BYTES = 64 * 1024  # setup()'s data is kept in the run for teardown()
 API_MARGIN_S = 10.0  # the leader waits k6's own setupTimeout/teardownTimeout plus this
 NO_DATA = "undefined"  # setup() returned nothing (or the script has none)
+THRESHOLDS_FAILED = results.THRESHOLDS_FAILED
 
 
 @dataclass(frozen=True)
@@ -361,3 +365,40 @@ def teardown_argv(script: str, environment: Mapping[str, str], address: str) -> 
 def teardown_command(script: str, environment: Mapping[str, str], address: str) -> str:
     """The teardown k6 as one shell-quoted Pebble command."""
     return shlex.join(teardown_argv(script, environment, address))
+
+
+# k6's exit codes (errext/exitcodes) for what ended one `k6 run`.
+EXIT_OK, EXIT_THRESHOLDS, EXIT_SETUP_TIMEOUT, EXIT_TEARDOWN_TIMEOUT = 0, 99, 100, 101
+EXIT_SIGNAL, EXIT_SCRIPT_ERROR, EXIT_ABORTED = 105, 107, 108
+
+
+def _timed_out(text: str) -> bool:
+    return "did not finish within" in text or "timed out" in text
+
+
+def exit_code_of(last: LastRun) -> int | None:
+    """The exit code one `k6 run` of the whole test would have ended with (None: no such run).
+
+    A user's stop is k6's interrupt (105); an abortOnFail trip or a failed threshold 99; a
+    unit's own abort its code (108, 107); setup() or teardown() failing 107, or 100/101 when
+    they timed out; otherwise the first unit's failing code.
+    """
+    if last.outcome == PASSED:
+        return EXIT_OK
+    reason = last.reason
+    if reason == STOPPED_BY_USER:
+        return EXIT_SIGNAL
+    if reason.startswith(k6_watch.TRIP_REASON):
+        return EXIT_THRESHOLDS
+    for code in (EXIT_ABORTED, EXIT_SCRIPT_ERROR):
+        if f"(exit code {code})" in reason:
+            return code
+    if reason.startswith("setup() failed"):
+        return EXIT_SETUP_TIMEOUT if _timed_out(reason) else EXIT_SCRIPT_ERROR
+    if any(f.startswith(THRESHOLDS_FAILED) for f in last.failures):
+        return EXIT_THRESHOLDS
+    teardown = [f for f in last.failures if f.startswith("teardown() failed")]
+    if teardown:
+        return EXIT_TEARDOWN_TIMEOUT if _timed_out(teardown[0]) else EXIT_SCRIPT_ERROR
+    codes = [line.exit_code for line in last.units.values() if line.exit_code not in (None, 0)]
+    return codes[0] if codes else None

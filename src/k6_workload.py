@@ -109,8 +109,12 @@ class RunCommand:
         return argv
 
     def inspect_argv(self) -> list[str]:
-        """`k6 inspect --execution-requirements`: the script's options, as k6 reads them."""
-        argv = ["k6", "inspect", "--execution-requirements"]
+        """`k6 inspect --execution-requirements`: the script's options, as k6 run reads them.
+
+        `k6 run` gives the script the service's environment in __ENV; `k6 inspect` only with
+        `--include-system-env-vars` (K6_K8S_UNIT, the outputs' settings).
+        """
+        argv = ["k6", "inspect", "--execution-requirements", "--include-system-env-vars"]
         for key, value in self.environment.items():
             argv += ["-e", f"{key}={value}"]
         return [*argv, self.script]

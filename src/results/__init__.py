@@ -29,6 +29,7 @@ from results.merge import (
 )
 from results.report import (
     TABLE_RANK_ERROR,
+    THRESHOLDS_FAILED,
     aggregate_run,
     format_table,
     headline,
@@ -71,6 +72,7 @@ __all__ = [
     "REPORTED_PERCENTILES",
     "SIGNIFICANT_DIGITS",
     "TABLE_RANK_ERROR",
+    "THRESHOLDS_FAILED",
     "THRESHOLD_STATS",
     "TREND_STATS",
     "VALUE_TOLERANCE",

@@ -200,6 +200,9 @@ def headline(aggregate: Mapping[str, object]) -> str:
     return f"p95 {_fmt_value(p95)} ms ({rank_text(error)})"
 
 
+THRESHOLDS_FAILED = "thresholds failed"  # how the failure of the run's thresholds starts
+
+
 def run_thresholds(run: Run) -> tuple[list[Threshold], list[Threshold]]:
     """The run's thresholds: the charm's (config or action) and the script's own."""
     return parse_thresholds(str(run.info.get("thresholds", ""))), script_thresholds(run.prepared)
@@ -223,7 +226,7 @@ def aggregate_run(run: Run, reports: Mapping[str, UnitReport], ended: float) -> 
     }
     return Aggregate(
         data=merged,
-        failures=["thresholds failed: " + "; ".join(failures)] if failures else [],
+        failures=[f"{THRESHOLDS_FAILED}: " + "; ".join(failures)] if failures else [],
         lines=lines,
         headline=headline(merged),
     )

@@ -233,7 +233,8 @@ class Execution:
 def _setup_document(data: str | None) -> bytes:
     """k6's setupData document: `attributes` holds `data` only when there is some."""
     attributes = "{}" if data is None else '{"data":' + data + "}"
-    return ('{"data":{"type":"setupData","id":"default","attributes":' + attributes + "}}").encode()
+    head = '{"data":{"type":"setupData","id":"default","attributes":'
+    return (head + attributes + "}}").encode()
 
 
 def _encode(document: dict) -> bytes:

@@ -176,6 +176,7 @@ def test_k6_inspects_the_script_with_its_environment_before_it_runs():
         "k6",
         "inspect",
         "--execution-requirements",
+        "--include-system-env-vars",
         "-e",
         "TARGET=http://webapp:8080",
         "-e",
