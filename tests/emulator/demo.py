@@ -106,15 +106,32 @@ def _yaml(data: dict) -> str:
 def print_results(results: dict, stats: dict) -> None:
     """The `results` action's output, then what the target itself counted."""
     print("\n$ juju run k6/leader results")
-    print(_yaml({k: results[k] for k in ("run-id", "outcome", "reason", "spread-ms", "units")}))
+    keys = ("run-id", "outcome", "exit-code", "reason", "spread-ms", "setup", "teardown", "units")
+    print(_yaml({k: results[k] for k in keys if k in results}))
     print("table: |")
     print("\n".join(f"  {line}" for line in results["table"].splitlines()))
     print("\nthe target counted:")
-    for unit, count in sorted(stats["by_unit"].items()):
-        print(f"  {unit:8} {count:6d} requests")
-    firsts = stats["first"].values()
+    paths = stats.get("paths", {})
+    for path, seen in sorted(paths.items(), key=lambda item: item[1]["first"]):
+        units = ", ".join(f"{u} {n}" for u, n in sorted(seen["by_unit"].items()))
+        print(f"  {path:10} {seen['count']:6d} requests ({units})")
+    load = [p for p in paths if p not in ("/setup", "/teardown")]
+    if not load:
+        return
+    main_path = max(load, key=lambda p: paths[p]["count"])
+    setup, teardown, loaded = paths.get("/setup"), paths.get("/teardown"), paths[main_path]
+    if setup and teardown:
+        print(
+            f"  setup() ran before the first {main_path} request: "
+            f"{setup['last'] <= loaded['first']}; teardown() after the last: "
+            f"{teardown['first'] >= loaded['last']}"
+        )
+    tokens = stats.get("tokens", {})
+    if tokens:
+        print(f"  setup() data seen: {len(tokens)} token in {sum(tokens.values())} requests")
+    firsts = list(loaded["first_by_unit"].values())
     print(
-        f"  total    {stats['count']:6d} requests; first-request spread "
+        f"  {main_path} first-request spread over the units: "
         f"{(max(firsts) - min(firsts)) * 1000:.2f} ms"
     )
 

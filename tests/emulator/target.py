@@ -31,7 +31,7 @@ class _Recorder:
         self.by_unit: dict[str, int] = {}
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
-        self.paths: dict[str, dict[str, float]] = {}  # path (no query) -> count, first, last
+        self.paths: dict[str, dict] = {}  # path (no query) -> count, first, last, by_unit
         self.tokens: dict[str, int] = {}
 
     def record(self, unit: str, when: float, path: str = "/", token: str | None = None) -> None:
@@ -40,9 +40,13 @@ class _Recorder:
             self.by_unit[unit] = self.by_unit.get(unit, 0) + 1
             self.first.setdefault(unit, when)
             self.last[unit] = when
-            seen = self.paths.setdefault(path, {"count": 0, "first": when, "last": when})
+            seen = self.paths.setdefault(
+                path, {"count": 0, "first": when, "last": when, "by_unit": {}, "first_by_unit": {}}
+            )
             seen["count"] += 1
             seen["last"] = when
+            seen["by_unit"][unit] = seen["by_unit"].get(unit, 0) + 1
+            seen["first_by_unit"].setdefault(unit, when)
             if token is not None:
                 self.tokens[token] = self.tokens.get(token, 0) + 1
 
@@ -53,7 +57,14 @@ class _Recorder:
                 "by_unit": dict(self.by_unit),
                 "first": dict(self.first),
                 "last": dict(self.last),
-                "paths": {p: dict(v) for p, v in self.paths.items()},
+                "paths": {
+                    p: {
+                        **v,
+                        "by_unit": dict(v["by_unit"]),
+                        "first_by_unit": dict(v["first_by_unit"]),
+                    }
+                    for p, v in self.paths.items()
+                },
                 "tokens": dict(self.tokens),
             }
 
