@@ -17,7 +17,7 @@ from typing import Any
 
 import ops
 from charms.k6_k8s.v0.synchronized_task import (
-    ArmFailed,
+    OneShotService,
     Run,
     Share,
     Workload,
@@ -39,6 +39,7 @@ SUMMARY_FILE = "summary.json"
 SCRIPT_DIR = "tests"
 ARM_WAIT_SECONDS = 30.0  # how long one unit's arm hook waits for its own k6 to pause
 RECHECK_WAIT_SECONDS = 2.0  # a later look at a k6 that was still initializing
+KILL_DELAY_SECONDS = 5.0  # a stopped k6 exits 105 (the notice still follows) or is killed
 
 # Settings for the k6 in the workload image (1.7 there, 1.1 in the tests; docs/juju-k8s.md):
 # older k6 ignores unknown variables, so one environment serves both.
@@ -97,28 +98,6 @@ class RunCommand:
         return done_notice_command(shlex.join(self.k6_argv()), NOTICE_KEY, self.run_id)
 
 
-def layer(command: str, environment: Mapping[str, str] | None = None) -> pebble.LayerDict:
-    """The Pebble layer for a one-shot k6 service (never restarted when it exits)."""
-    service: pebble.ServiceDict = {
-        "override": "replace",
-        "summary": "k6 load test (one run)",
-        "command": command,
-        "startup": "disabled",
-        "working-dir": WORKDIR,
-        "on-success": "ignore",
-        "on-failure": "ignore",
-        "kill-delay": "5s",
-        "environment": {**VERSION_ENV, **(environment or {})},
-    }
-    return {"summary": "k6 load test", "services": {SERVICE: service}}
-
-
-def change_error_text(err: str) -> str:
-    """The failed task's line of a Pebble change error ("Start service ... (why)")."""
-    lines = [line.strip() for line in err.splitlines() if line.strip()]
-    return lines[-1].removeprefix("- ") if lines else err
-
-
 @dataclass(frozen=True)
 class Outputs:
     """Where this unit's k6 sends metrics and logs, and how its samples are tagged."""
@@ -135,6 +114,14 @@ class K6Workload(Workload):
         self, container: ops.Container, unit_name: str, outputs: Callable[[str], Outputs]
     ):
         self.container = container
+        self.service = OneShotService(
+            container,
+            SERVICE,
+            summary="k6 load test (one run)",
+            working_dir=WORKDIR,
+            environment=VERSION_ENV,
+            kill_delay=KILL_DELAY_SECONDS,
+        )
         self.unit_name = unit_name
         self.outputs = outputs  # run id -> this run's tags, output flags and environment
 
@@ -160,13 +147,7 @@ class K6Workload(Workload):
         )
         for stale in (SUMMARY_FILE, REPORT_FILE):
             self.container.remove_path(f"{WORKDIR}/{stale}", recursive=True)
-        self.container.add_layer(
-            SERVICE, layer(command.service_command(), environment), combine=True
-        )
-        try:
-            self.container.restart(SERVICE)
-        except pebble.ChangeError as e:
-            raise ArmFailed(change_error_text(e.err or str(e))) from None
+        self.service.start(command.service_command(), environment)
         return self._ready(address, ARM_WAIT_SECONDS)
 
     def ready(self, run: Run, address: str) -> bool:
@@ -177,14 +158,6 @@ class K6Workload(Workload):
         endpoint = endpoint_of(address, k6_client.PORT)
         status = k6_client.wait_ready(endpoint, wait, alive=self.running)
         return status is not None and status.ready
-
-    def running(self) -> bool:
-        """The k6 service's process is alive."""
-        return self.container.get_service(SERVICE).is_running()
-
-    def halt(self) -> None:
-        """Stop k6 (SIGTERM: it exits 105 and the service line still sends the notice)."""
-        self.container.stop(SERVICE)
 
     def result(self, run: Run) -> dict[str, Any] | None:
         """This unit's compact k6 summary and the path of its HTML report."""

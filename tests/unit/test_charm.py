@@ -182,7 +182,7 @@ def running(tmp_path: Path, **kwargs) -> testing.Container:
     """A container whose k6 service is in the plan and running."""
     return container(
         tmp_path,
-        layers={SERVICE: pebble.Layer(k6_workload.layer("k6 run x.js"))},  # type: ignore[arg-type]
+        layers={SERVICE: pebble.Layer({"services": {SERVICE: {"command": "k6 run x.js"}}})},
         service_statuses={SERVICE: pebble.ServiceStatus.ACTIVE},
         **kwargs,
     )
@@ -376,6 +376,10 @@ def test_arming_service_is_one_shot_and_runs_the_pushed_script(tmp_path, fake_k6
     assert service.on_failure == "ignore"
     assert service.startup == "disabled"
     assert service.working_dir == WORKDIR
+    assert service.kill_delay == "5s"
+    run_id = app_of(out)["run"]["run_id"]
+    own = {**k6_workload.VERSION_ENV, "K6_K8S_UNIT": "k6/0", "K6_K8S_RUN_ID": run_id}
+    assert own.items() <= service.environment.items()
     assert (tmp_path / "work" / "tests" / "load-test.js").read_text() == SCRIPT
     argv = k6_argv(out)
     assert argv[:5] == ["k6", "run", "--paused", "--address", ENDPOINT]

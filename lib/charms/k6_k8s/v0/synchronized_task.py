@@ -99,7 +99,8 @@ API:
 - `Workload`: the charm's side. `arm(run, payload, share, address) -> bool` (start this unit's
   share, waiting to be released, an API listening on `address`, the unit's own address; True
   once ready to go, False while it initializes; raise `ArmFailed` when it cannot start),
-  `ready(run, address) -> bool` (look again), `running()`, `halt()`,
+  `ready(run, address) -> bool` (look again), `running()`, `halt()` (those of its `service`, a
+  `OneShotService`, when it has one),
   `result(run) -> dict | None` (this unit's result once it ended), and, by release mechanism,
   `release_request(endpoint) -> bytes` and optionally `probe`/`stop_remote` (`ApiRelease`) or
   `release_at(run, instant)` (`InstantRelease`).
@@ -117,6 +118,14 @@ API:
 - The workload signals its end with `done_notice_command(shell_line, notice_key, run_id)`,
   a Pebble service command that runs the line and then `pebble notify <key> run_id=… exit_code=…`
   (even when Pebble stops it with SIGTERM).
+- `OneShotService(container, name, *, summary, working_dir, environment=None, kill_delay=None)`:
+  the service a workload runs once per run. `start(command, environment=None)` puts it in the
+  plan (startup disabled, `on-success`/`on-failure: ignore`: never restarted when it exits) and
+  (re)starts it, raising `ArmFailed` with the failed task's line when Pebble cannot (e.g.
+  "exited quickly with code 107"); `running()`, `halt()`; `layer(command, environment=None)`.
+- Records: `Run` (the active run), `Share` (a participant's part: `bounds()`, `items(total)`),
+  `UnitReport` (a unit's databag), `LastRun` with a `UnitLine` per participant, `AppData` (the
+  application databag), `Aggregate`.
 """
 
 from __future__ import annotations
@@ -410,7 +419,13 @@ class ArmFailed(Exception):
 
 
 class Workload(abc.ABC):
-    """What the charm does for the library on its own unit (and, as leader, towards others)."""
+    """What the charm does for the library on its own unit (and, as leader, towards others).
+
+    A workload whose process is a `OneShotService` sets `service`, and `running` and `halt` are
+    the service's; any other workload defines both.
+    """
+
+    service: OneShotService
 
     @abc.abstractmethod
     def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
@@ -426,13 +441,13 @@ class Workload(abc.ABC):
         """Whether the workload started by `arm` is ready by now."""
         return True
 
-    @abc.abstractmethod
     def running(self) -> bool:
         """The local workload process is alive."""
+        return self.service.running()
 
-    @abc.abstractmethod
     def halt(self) -> None:
         """Stop the local workload (Pebble's SIGTERM, then SIGKILL)."""
+        self.service.halt()
 
     def result(self, run: Run) -> dict[str, Any] | None:
         """This unit's result once its workload ended (kept in its databag: keep it small)."""
@@ -495,6 +510,80 @@ def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
         f"{notify} exit_code=$code; exit $code"
     )
     return shlex.join(["/bin/sh", "-c", line])
+
+
+class OneShotService:
+    """A Pebble service that runs once per run: the usual process behind a `Workload`.
+
+    `start(command)` puts the service in the plan and (re)starts it: startup disabled, and
+    `on-success`/`on-failure: ignore`, so Pebble neither starts it at boot nor restarts it when
+    it ends. A start Pebble reports as failed (e.g. "exited quickly with code 107") raises
+    `ArmFailed` whose text is the failed task's line. `running()` and `halt()` are what a
+    `Workload`'s own methods of those names usually return and do.
+    """
+
+    def __init__(
+        self,
+        container: ops.Container,
+        name: str,
+        *,
+        summary: str,
+        working_dir: str,
+        environment: Mapping[str, str] | None = None,
+        kill_delay: float | None = None,
+    ):
+        self.container = container
+        self.name = name
+        self.summary = summary
+        self.working_dir = working_dir
+        self.environment = dict(environment or {})  # every start's; `start` adds its own
+        self.kill_delay = kill_delay  # seconds from SIGTERM to SIGKILL (Pebble's default: 5)
+
+    def layer(
+        self, command: str, environment: Mapping[str, str] | None = None
+    ) -> ops.pebble.LayerDict:
+        """The layer that runs `command` once, with `environment` over the service's own."""
+        service: ops.pebble.ServiceDict = {
+            "override": "replace",
+            "summary": self.summary,
+            "command": command,
+            "startup": "disabled",
+            "working-dir": self.working_dir,
+            "on-success": "ignore",
+            "on-failure": "ignore",
+        }
+        if self.kill_delay is not None:
+            service["kill-delay"] = f"{self.kill_delay:g}s"
+        if merged := {**self.environment, **(environment or {})}:
+            service["environment"] = merged
+        return {"summary": self.summary, "services": {self.name: service}}
+
+    def start(self, command: str, environment: Mapping[str, str] | None = None) -> None:
+        """Run `command` as the service from now on, and (re)start it.
+
+        Raises:
+            ArmFailed: Pebble could not start it; the text is the failed task's line.
+        """
+        self.container.add_layer(self.name, self.layer(command, environment), combine=True)
+        try:
+            self.container.restart(self.name)
+        except ops.pebble.ChangeError as e:
+            why = _failed_task(e.err or str(e))
+            raise ArmFailed(why or f"service {self.name!r} did not start") from None
+
+    def running(self) -> bool:
+        """The service's process is alive."""
+        return self.container.get_service(self.name).is_running()
+
+    def halt(self) -> None:
+        """Pebble's stop: SIGTERM to the process group, SIGKILL after the kill delay."""
+        self.container.stop(self.name)
+
+
+def _failed_task(err: str) -> str:
+    """The failed task's line of a Pebble change error ("Start service ... (why)"), or ""."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    return lines[-1].removeprefix("- ") if lines else ""
 
 
 # ------------------------------------------------------------------ the charm side
