@@ -12,84 +12,173 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""One task armed on every unit of an application, then released on all of them at one instant.
+r"""One task armed on every unit of an application, then released on all of them at one instant.
 
-Juju runs actions on one unit and gives no timing guarantee between units, so the leader
-coordinates through the peer relation: it freezes a run (id, participants, payload digest,
-deadline) in the application databag; each unit, woken by relation-changed, arms its share of
-the task (started, waiting to go) and reports `busy` in its unit databag; when every
+A charm gives the library a `Workload` (how to start this unit's share, and how to release it)
+and calls `task.start(payload)` from an action on the leader; the library does the rest.
+
+A complete charm, examples/coconut in this library's repository: its src/eater.py (down to
+`Eater`) and src/charm.py (from `CONTAINER`) in one module, without their docstrings, and
+without what coconut adds to it: the `stop` and `results` actions (`_on_stop_action`,
+`_on_results_action`, `_text`) and `aggregate=tally` (src/tally.py). A unit test checks that
+this is so. Metadata: a peer endpoint `tasks`, a container `eater` whose image has `/bin/sh`,
+GNU date and awk, and an action `eat` with an integer parameter `coconuts`.
+
+```python
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ops
+from charms.k6_k8s.v0.synchronized_task import (
+    STOPPING, InstantRelease, OneShotService, Run, Share, SynchronizedTask, TaskRefused,
+    Workload, done_notice_command)
+
+SERVICE = "eat"
+NOTICE_KEY = "coconut.example/done"
+WORKDIR = "/var/lib/coconut"
+START_FILE = "start-at"  # the start instant, epoch seconds; the leader's choice
+STARTED_FILE = "started"  # when this unit really started eating
+EATEN_FILE = "eaten"  # one line per coconut eaten: its number in the whole
+POLL_SECONDS = 0.01  # how often the armed shell looks for the start file
+BITE_SECONDS = 0.01  # a coconut takes a moment, so that a run lasts a little
+
+
+def eat_script(coconuts: range) -> str:
+    # wait for the start file, sleep until the instant in it, then eat (awk: dash has no floats)
+    return "\n".join(
+        [
+            f"until [ -s {START_FILE} ]; do sleep {POLL_SECONDS}; done",
+            f"at=$(cat {START_FILE})",
+            'wait=$(awk -v at="$at" -v now="$(date +%s.%N)" '
+            "'BEGIN { d = at - now; printf \"%.6f\", (d > 0 ? d : 0) }')",
+            'sleep "$wait"',
+            f"date +%s.%N > {STARTED_FILE}",
+            f"i={coconuts.start}",
+            f'while [ "$i" -lt {coconuts.stop} ]; do',
+            f'  echo "$i" >> {EATEN_FILE}',
+            f"  sleep {BITE_SECONDS}",
+            "  i=$((i + 1))",
+            "done",
+        ]
+    )
+
+
+def service_command(script: str, run_id: str) -> str:
+    # a child shell, so that Pebble's SIGTERM ends the loop; then the done notice
+    return done_notice_command(shlex.join(["/bin/sh", "-c", script]), NOTICE_KEY, run_id)
+
+
+class Eater(Workload):
+    def __init__(self, container: ops.Container):
+        self.container = container
+        self.service = OneShotService(
+            container, SERVICE, summary="eat a share of the coconuts", working_dir=WORKDIR
+        )
+
+    def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
+        coconuts = share.items(int(payload["coconuts"]))  # this unit's numbers of the whole
+        self.container.make_dir(WORKDIR, make_parents=True)
+        for stale in (START_FILE, STARTED_FILE, EATEN_FILE):
+            self.container.remove_path(f"{WORKDIR}/{stale}", recursive=True)
+        self.service.start(service_command(eat_script(coconuts), run.run_id))
+        return True  # armed: the shell waits for its start file
+
+    def release_at(self, run: Run, instant: float) -> None:
+        self.container.push(f"{WORKDIR}/{START_FILE}", f"{instant:.6f}\n", make_dirs=True)
+
+    def result(self, run: Run) -> dict[str, Any] | None:
+        return {"eaten": self._eaten(), "started": self._started()}
+
+    def _eaten(self) -> int:
+        try:
+            with self.container.pull(f"{WORKDIR}/{EATEN_FILE}") as lines:
+                return sum(1 for _ in lines)
+        except ops.pebble.PathError:
+            return 0
+
+    def _started(self) -> float | None:
+        try:
+            return float(self.container.pull(f"{WORKDIR}/{STARTED_FILE}").read())
+        except (ops.pebble.PathError, ValueError):
+            return None  # stopped before the instant
+
+
+CONTAINER = "eater"
+PEER = "tasks"
+MAX_COCONUTS = 1_000_000
+LEAD_SECONDS = 2.0  # the start instant is this far ahead of the moment the last unit armed
+ARM_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class EatParams:
+    coconuts: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.coconuts, bool) or not isinstance(self.coconuts, int):
+            raise ValueError(f"coconuts must be a whole number, not {self.coconuts!r}")
+        if not 1 <= self.coconuts <= MAX_COCONUTS:
+            raise ValueError(
+                f"coconuts must be from 1 to {MAX_COCONUTS}, not {self.coconuts}: "
+                "eat coconuts=<how many in all>"
+            )
+
+
+class CoconutCharm(ops.CharmBase):
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.task = SynchronizedTask(
+            self,
+            PEER,
+            Eater(self.unit.get_container(CONTAINER)),
+            container=CONTAINER,
+            notice_key=NOTICE_KEY,
+            release=InstantRelease(lead=LEAD_SECONDS),
+        )
+        framework.observe(self.on.eat_action, self._on_eat_action)
+
+    def _on_eat_action(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(EatParams, errors="fail")
+        try:
+            run = self.task.start(
+                {"coconuts": params.coconuts},
+                info={"coconuts": params.coconuts},  # kept in the last-run record
+                arm_timeout=ARM_TIMEOUT_SECONDS,
+            )
+        except TaskRefused as e:
+            event.fail(str(e))
+            return
+        event.set_results({"run-id": run.run_id, "units": ",".join(run.participants)})
+        active = self.task.run
+        if active is None or active.phase == STOPPING:  # it failed in this very hook
+            last = self.task.last_run
+            reason = active.reason if active else (last.reason if last else "")
+            event.fail(f"run {run.run_id} did not start: {reason}")
+            return
+        event.log(
+            f"run {run.run_id}: {params.coconuts} coconuts over {len(run.participants)} units"
+        )
+
+
+if __name__ == "__main__":
+    ops.main(CoconutCharm)
+```
+
+How it works: Juju runs actions on one unit and gives no timing guarantee between units, so the
+leader coordinates through the peer relation: it freezes a run (id, participants, payload
+digest, deadline) in the application databag; each unit, woken by relation-changed, arms its
+share of the task (started, waiting to go) and reports `busy` in its unit databag; when every
 participant is armed the leader releases them all at once; when a unit's workload ends, a Pebble
 notice wakes that unit, which reports `idle` with its exit code and result; when every
 participant has reported, the leader aggregates the results into the last-run record and
 clears the run. Deadlines, faults, departures, leadership changes and a user's stop end the run
 instead of hanging it: every decision comes out of one pure state machine, `decide`.
 
-A complete charm (metadata: a peer endpoint `tasks`, a container `worker` whose image has
-`/bin/sh`, GNU date and awk; an action `eat` with an integer parameter `coconuts`); the same
-charm, with tests, is examples/coconut/ in this library's repository:
-
-```python
-import shlex
-import ops
-from charms.k6_k8s.v0.synchronized_task import (
-    InstantRelease, SynchronizedTask, TaskRefused, Workload, done_notice_command)
-
-NOTICE = "coconuts.example/done"
-
-def eat_line(first: int, stop: int) -> str:
-    # wait for the start file, sleep until the instant in it, eat (a line per coconut)
-    delay = "BEGIN { d = at - now; print (d > 0 ? d : 0) }"
-    return (f"until [ -s at ]; do sleep 0.01; done; "
-            f"sleep $(awk -v at=$(cat at) -v now=$(date +%s.%N) '{delay}'); "
-            f"i={first}; while [ $i -lt {stop} ]; do echo $i >> eaten; i=$((i + 1)); done")
-
-class Eater(Workload):
-    def __init__(self, container: ops.Container):
-        self.container = container
-
-    def arm(self, run, payload, share, address) -> bool:
-        mine = share.items(payload["coconuts"])      # this unit's part of the whole
-        line = eat_line(mine.start, mine.stop)
-        command = done_notice_command(shlex.join(["sh", "-c", line]), NOTICE, run.run_id)
-        self.container.add_layer("eat", {"services": {"eat": {
-            "override": "replace", "command": command, "working-dir": "/work",
-            "on-success": "ignore", "on-failure": "ignore"}}}, combine=True)
-        self.container.make_dir("/work", make_parents=True)
-        self.container.restart("eat")
-        return True                                  # armed: waiting for its start file
-
-    def release_at(self, run, instant: float) -> None:
-        self.container.push("/work/at", str(instant))
-
-    def running(self) -> bool:
-        return self.container.get_service("eat").is_running()
-
-    def halt(self) -> None:
-        self.container.stop("eat")
-
-class CoconutCharm(ops.CharmBase):
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        self.task = SynchronizedTask(
-            self, "tasks", Eater(self.unit.get_container("worker")), container="worker",
-            notice_key=NOTICE, release=InstantRelease(lead=2.0))
-        framework.observe(self.on.eat_action, self._on_eat)
-
-    def _on_eat(self, event: ops.ActionEvent):
-        try:
-            run = self.task.start({"coconuts": event.params["coconuts"]}, arm_timeout=60)
-        except TaskRefused as e:
-            event.fail(str(e))
-        else:
-            event.set_results({"run-id": run.run_id})
-
-if __name__ == "__main__":
-    ops.main(CoconutCharm)
-```
-
-The library then observes the peer relation, leader-elected, update-status, the container's
-custom notices and the unit's stop, keeps the unit and application statuses, and exposes
-`task.run` (the active `Run`), `task.last_run` (a `LastRun`), `task.stop()`.
+The library observes the peer relation, leader-elected, update-status, the container's custom
+notices and the unit's stop, keeps the unit and application statuses, and exposes `task.run`
+(the active `Run`), `task.last_run` (a `LastRun`), `task.stop()`.
 
 API:
 - `SynchronizedTask(charm, relation_name, workload, *, container, notice_key, release,
@@ -126,7 +215,7 @@ API:
 - Records: `Run` (the active run), `Share` (a participant's part: `bounds()`, `items(total)`),
   `UnitReport` (a unit's databag), `LastRun` with a `UnitLine` per participant, `AppData` (the
   application databag), `Aggregate`.
-"""
+"""  # noqa: D214, D405, D411, D416 (a bare `return` in the example is code, not a section)
 
 from __future__ import annotations
 
