@@ -1705,8 +1705,10 @@ class Delivery:
     acked: float | None = None
     error: str | None = None
     skipped: bool = False  # not sent: another endpoint could not be reached (all or nobody)
-    connected: float | None = None  # when its TCP connect completed
+    connected: float | None = None  # when its TCP connect completed (read by bench: the skew)
 
+    # For a direct caller of the public `fan_out` (bench/ measures the release with it); the
+    # library's own release decides on `outcome()` instead.
     @property
     def ok(self) -> bool:
         """Answered with HTTP 200."""
