@@ -25,14 +25,14 @@ from charms.k6_k8s.v0.synchronized_task import (
 from ops import pebble, testing
 from scenario.mocking import _MockPebbleClient
 
+import k6_client
 import k6_workload
 from charm import K6Charm
-from k6_client import PORT
 from k6_workload import NOTICE_KEY, SERVICE, SUMMARY_FILE, WORKDIR
+from tests.emulator.target import free_port
 
 ADDRESS = "127.0.0.1"  # the unit's pod IP (bind address), where FakeK6 listens
 SERVICE_IP = "10.152.183.7"  # the app's Service ClusterIP: Juju's ingress-address on K8s
-ENDPOINT = f"{ADDRESS}:{PORT}"
 SCRIPT = "export default function () {}"
 PAYLOAD = {"script_name": "load-test.js", "script": SCRIPT, "environment": {}}
 RESUME = {"paused": False}
@@ -42,8 +42,21 @@ STOP = {"stopped": True}
 # ------------------------------------------------------------------ a k6 REST API double
 
 
+def endpoint() -> str:
+    """Where this unit's k6 listens in this test: the pod IP and the test's k6 port."""
+    return f"{ADDRESS}:{k6_client.PORT}"
+
+
+@pytest.fixture(autouse=True)
+def k6_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """k6's API port in each test: one the kernel says is free (no test binds the fixed 6565)."""
+    port = free_port(ADDRESS)
+    monkeypatch.setattr(k6_client, "PORT", port)
+    return port
+
+
 class FakeK6:
-    """Serves k6's /v1/status on 127.0.0.1:6565 and records every PATCH body."""
+    """Serves k6's /v1/status at `endpoint()` and records every PATCH body."""
 
     def __init__(self) -> None:
         self.status = 4
@@ -82,7 +95,7 @@ class FakeK6:
                 outer.patches.append(json.loads(self.rfile.read(length)))
                 self._reply()
 
-        self.server = ThreadingHTTPServer((ADDRESS, PORT), Handler)
+        self.server = ThreadingHTTPServer((ADDRESS, k6_client.PORT), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -328,7 +341,7 @@ def test_start_arms_leader_and_waits_for_the_others(tmp_path, fake_k6):
         "thresholds": "",
     }
     assert me_of(out)["status"] == BUSY
-    assert me_of(out)["endpoint"] == ENDPOINT
+    assert me_of(out)["endpoint"] == endpoint()
     assert fake_k6.patches == []
     assert out.app_status == testing.MaintenanceStatus("arming 1/2")
     assert out.unit_status == testing.ActiveStatus(f"armed: run {app['run']['run_id']}")
@@ -341,7 +354,7 @@ def test_unit_publishes_its_pod_ip_not_the_shared_ingress_address(tmp_path, fake
 
     out = context.run(context.on.action("start"), state(tmp_path))
 
-    assert me_of(out)["endpoint"] == f"{ADDRESS}:{PORT}"
+    assert me_of(out)["endpoint"] == endpoint()
     assert SERVICE_IP not in json.dumps(app_of(out)) + json.dumps(me_of(out))
 
 
@@ -350,9 +363,9 @@ def test_ipv6_pod_ip_is_published_bracketed(tmp_path):
 
     out = context.run(context.on.action("start"), state(tmp_path, bind="fd00:10:1::5"))
 
-    assert me_of(out)["endpoint"] == f"[fd00:10:1::5]:{PORT}"
+    assert me_of(out)["endpoint"] == f"[fd00:10:1::5]:{k6_client.PORT}"
     argv = k6_argv(out)
-    assert argv[argv.index("--address") + 1] == f"[fd00:10:1::5]:{PORT}"
+    assert argv[argv.index("--address") + 1] == f"[fd00:10:1::5]:{k6_client.PORT}"
 
 
 def test_unit_whose_k6_is_still_initializing_reports_pending(tmp_path):
@@ -382,7 +395,7 @@ def test_arming_service_is_one_shot_and_runs_the_pushed_script(tmp_path, fake_k6
     assert own.items() <= service.environment.items()
     assert (tmp_path / "work" / "tests" / "load-test.js").read_text() == SCRIPT
     argv = k6_argv(out)
-    assert argv[:5] == ["k6", "run", "--paused", "--address", ENDPOINT]
+    assert argv[:5] == ["k6", "run", "--paused", "--address", endpoint()]
     assert argv[-1] == "tests/load-test.js"
     assert "--execution-segment" in argv
     assert argv[argv.index("--execution-segment") + 1] == "0:1/2"
@@ -394,7 +407,7 @@ def test_participant_arms_its_own_segment_on_relation_changed(tmp_path, fake_k6)
     relation = peers(
         unit=1,
         app=app_data(),
-        others={0: unit_data(status="busy", run_id="r1", endpoint="127.0.0.9:6565")},
+        others={0: unit_data(status="busy", run_id="r1", endpoint=f"127.0.0.9:{k6_client.PORT}")},
     )
 
     out = context.run(
@@ -443,9 +456,10 @@ def test_hostile_environment_value_stays_one_argument(tmp_path, fake_k6):
 
 
 def leader_sees_every_participant_armed(
-    tmp_path, mine: str = ENDPOINT, other: str = ENDPOINT
+    tmp_path, mine: str | None = None, other: str | None = None
 ) -> testing.State:
     """Run the leader's relation-changed from k6/1 when both units are armed for run r1."""
+    mine, other = mine or endpoint(), other or endpoint()
     context = ctx()
     relation = peers(
         app=app_data(),
@@ -540,7 +554,7 @@ def test_leader_aborts_when_a_participant_failed_before_the_start(tmp_path, fake
     context = ctx()
     relation = peers(
         app=app_data(),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={1: unit_data(status="idle", run_id="r1", exit_code=107, error="bad script")},
     )
 
@@ -561,7 +575,7 @@ def test_leader_aborts_on_update_status_after_the_arm_deadline(tmp_path, fake_k6
     context = ctx()
     relation = peers(
         app=app_data(run=run_dict(deadline=1.0)),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={1: unit_data()},
     )
 
@@ -579,8 +593,8 @@ def test_leader_probes_a_participant_that_was_still_initializing_and_releases(tm
     context = ctx()
     relation = peers(
         app=app_data(),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-        others={1: unit_data(status="pending", run_id="r1", endpoint=ENDPOINT)},
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
+        others={1: unit_data(status="pending", run_id="r1", endpoint=endpoint())},
     )
 
     out = context.run(
@@ -602,7 +616,7 @@ def participant_gets_done_notice(tmp_path, exit_code: str) -> testing.State:
     relation = peers(
         unit=1,
         app=app_data(run=run_dict(phase="running")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
     )
     context = ctx(1)
     return context.run(
@@ -641,7 +655,7 @@ def test_done_notice_with_a_failing_exit_code_blocks_the_unit_naming_it(tmp_path
 def test_done_notice_for_another_run_is_ignored(tmp_path):
     notice = testing.Notice(NOTICE_KEY, last_data={"run_id": "old", "exit_code": "0"})
     cont = running(tmp_path, notices=[notice])
-    me = unit_data(status="busy", run_id="r1", endpoint=ENDPOINT)
+    me = unit_data(status="busy", run_id="r1", endpoint=endpoint())
     relation = peers(unit=1, app=app_data(run=run_dict(phase="running")), me=me)
     context = ctx(1)
 
@@ -660,7 +674,7 @@ def test_leader_finishes_when_every_participant_is_idle(tmp_path):
     released = {"k6/0": [100.0, 100.001], "k6/1": [100.0, 100.003]}
     relation = peers(
         app=app_data(run=run_dict(phase="running", released=released)),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={1: unit_data(status="idle", run_id="r1", exit_code=0)},
     )
     context = ctx()
@@ -683,7 +697,7 @@ def test_unit_whose_k6_vanished_without_notice_reports_it(tmp_path):
     relation = peers(
         unit=1,
         app=app_data(run=run_dict(phase="running")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
     )
     context = ctx(1)
 
@@ -710,8 +724,8 @@ def test_stop_while_running_patches_stop_and_stops_own_service(tmp_path, fake_k6
     cont = running(tmp_path)
     relation = peers(
         app=app_data(run=run_dict(phase="running")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
-        others={1: unit_data(status="busy", run_id="r1", endpoint=ENDPOINT)},
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
+        others={1: unit_data(status="busy", run_id="r1", endpoint=endpoint())},
     )
     context = ctx()
 
@@ -731,7 +745,7 @@ def test_stop_while_running_patches_stop_and_stops_own_service(tmp_path, fake_k6
 def test_stop_of_a_single_unit_run_ends_it_in_the_same_hook(tmp_path, fake_k6):
     relation = peers(
         app=app_data(run=run_dict(phase="running", participants=["k6/0"])),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={},
     )
     context = ctx()
@@ -751,7 +765,7 @@ def test_unit_stops_its_k6_when_the_run_goes_stopping(tmp_path):
     relation = peers(
         unit=1,
         app=app_data(run=run_dict(phase="stopping", reason="stopped by user")),
-        me=unit_data(status="busy", run_id="r1", endpoint=ENDPOINT),
+        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
     )
     context = ctx(1)
 
@@ -845,8 +859,8 @@ def test_call_counters_see_the_pebble_and_http_calls_of_an_arm(
     )
 
     assert {"push", "add_layer", "restart_services", "get_services"} <= set(pebble_calls)
-    assert f"httpx GET http://{ENDPOINT}/v1/status" in http_calls
-    assert f"socket.connect {(ADDRESS, PORT)}" in http_calls
+    assert f"httpx GET http://{endpoint()}/v1/status" in http_calls
+    assert f"socket.connect {(ADDRESS, k6_client.PORT)}" in http_calls
 
 
 def test_idle_relation_changed_makes_no_pebble_and_no_http_call(

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from charms.k6_k8s.v0.synchronized_task import PEBBLE, Share, done_notice_comman
 import k6_client
 import k6_workload
 import results
+from tests.emulator.target import free_port
 from tests.unit.test_k6_client import kill_group, real_k6
 
 PREFIX = "trap 'true' TERM; "
@@ -316,22 +316,10 @@ def test_version_env_turns_off_extension_downloads_and_the_new_summary_format():
 # ============================================================ the real k6
 
 
-def free_loopback_address_for_the_fixed_port() -> str:
-    """A 127.0.x.y address where port 6565 is free (the command always uses k6_client.PORT)."""
-    for third in range(40, 60):
-        for fourth in range(2, 250, 7):
-            address = f"127.0.{third}.{fourth}"
-            with socket.socket() as sock:
-                try:
-                    sock.bind((address, k6_client.PORT))
-                except OSError:
-                    continue
-            return address
-    pytest.skip(f"no loopback address with port {k6_client.PORT} free")
-
-
 @pytest.fixture
-def service_command_with_real_k6(tmp_path: Path, fake_bin: FakeBin):
+def service_command_with_real_k6(
+    tmp_path: Path, fake_bin: FakeBin, monkeypatch: pytest.MonkeyPatch
+):
     """A participant's real service command (only pebble faked): segment 1/3:2/3, 10 iterations.
 
     k6 splits shared iterations along the VUs: 3 VUs → one per segment → [4, 3, 3] (measured;
@@ -348,7 +336,8 @@ def service_command_with_real_k6(tmp_path: Path, fake_bin: FakeBin):
         "}\n"
         "export default function () {}\n"
     )
-    address = free_loopback_address_for_the_fixed_port()
+    address = "127.0.0.1"
+    monkeypatch.setattr(k6_client, "PORT", free_port(address))  # not the fixed 6565
     command = k6_workload.RunCommand(
         script="tests/split.js",
         run_id="r-real",
