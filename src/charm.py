@@ -159,7 +159,7 @@ class K6Charm(ops.CharmBase):
         run = self.task.run
         trip = self.k6.whole_run.watcher_trip()
         if not self.unit.is_leader():  # leadership moved: the new leader watches on its own
-            self.k6.whole_run.stop_service(k6_watch.SERVICE)
+            self.k6.whole_run.stop(self.k6.whole_run.watcher)
             return
         if trip is None or run is None or run.run_id != event.notice.last_data.get("run_id"):
             return

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +23,12 @@ import ops
 from charms.k6_k8s.v0.synchronized_task import (
     PASSED,
     STOPPED_BY_USER,
+    ArmFailed,
     Concluded,
     LastRun,
+    OneShotService,
     Prepared,
     Run,
-    UnitReport,
     done_notice_command,
     endpoint_of,
 )
@@ -146,9 +147,6 @@ class Teardown:
         return info
 
 
-LayerFn = Callable[[str, Mapping[str, str], str, str], pebble.LayerDict]  # k6_workload.layer
-
-
 class WholeRunSteps:
     """The leader's once-per-run steps, in its own workload container (K6Workload's)."""
 
@@ -158,18 +156,31 @@ class WholeRunSteps:
         unit_name: str,
         workdir: str,
         script_dir: str,
-        layer: LayerFn,
+        environment: Mapping[str, str],
     ):
         self.container = container
         self.unit_name = unit_name
         self.workdir = workdir
         self.script_dir = script_dir
-        self.layer = layer  # (command, environment, service name, summary) -> a one-shot layer
+        self.watcher = OneShotService(
+            container,
+            k6_watch.SERVICE,
+            summary="k6-k8s abort watcher (one run)",
+            working_dir=workdir,
+            environment=environment,
+        )
+        self.teardown_k6 = OneShotService(
+            container,
+            TEARDOWN_SERVICE,
+            summary="k6 teardown (one run)",
+            working_dir=workdir,
+            environment=environment,
+        )
 
     # ------------------------------------------------------------ before the release
 
-    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
-        """The script's options, then setup() once on this (the leader's) k6 for every unit."""
+    def prepare(self, run: Run, endpoints: Mapping[str, str], mine: str) -> Prepared:
+        """The script's options, then setup() once on this unit's k6 (at `mine`) for every unit."""
         try:
             options = self.options()
             check_thresholds(options.thresholds)
@@ -177,7 +188,7 @@ class WholeRunSteps:
             return Prepared(error=str(e))
         setup_unit, data = "", None
         if not options.no_setup:
-            setup = self.setup(run, options, endpoints)
+            setup = self.setup(run, options, mine, endpoints)
             if setup.error:
                 return Prepared(error=setup.error)
             setup_unit, data = self.unit_name, setup.data
@@ -205,15 +216,14 @@ class WholeRunSteps:
             ) from None
         return k6_script.parse_options(text)
 
-    def setup(self, run: Run, options: ScriptOptions, endpoints: Mapping[str, str]) -> Setup:
+    def setup(
+        self, run: Run, options: ScriptOptions, mine: str, endpoints: Mapping[str, str]
+    ) -> Setup:
         """The script's setup function, once, on this unit's paused k6; its data to every k6."""
         cached = self._cached_setup(run.run_id)
         if cached is not None:
             data = None if cached == NO_DATA else cached
         else:
-            mine = endpoints.get(self.unit_name)
-            if not mine:
-                return Setup(error=f"{self.unit_name} has no k6 endpoint for setup()")
             answer = k6_client.run_setup(mine, options.setup_timeout_s + API_MARGIN_S)
             if answer.error:
                 return Setup(error=f"setup() failed on {self.unit_name}: {answer.error}")
@@ -261,9 +271,11 @@ class WholeRunSteps:
             f"{self.workdir}/{k6_watch.SCRIPT_FILE}", k6_watch.SOURCE.read_text(), make_dirs=True
         )
         self.container.remove_path(f"{self.workdir}/{k6_watch.LOG_FILE}", recursive=True)
-        watcher = self.layer(command, environment, k6_watch.SERVICE, "k6-k8s abort watcher")
-        self.container.add_layer(k6_watch.SERVICE, watcher, combine=True)
-        self.container.restart(k6_watch.SERVICE)
+        try:
+            self.watcher.start(command, environment)
+        except ArmFailed as e:
+            logger.warning("run %s: the abort watcher did not start: %s", run.run_id, e)
+            return
         logger.info("run %s: watching %d abort threshold(s)", run.run_id, len(whole.aborts))
 
     def watcher_trip(self) -> k6_watch.Trip | None:
@@ -274,22 +286,19 @@ class WholeRunSteps:
             return None
         return k6_watch.read_trip(log)
 
-    def stop_service(self, name: str) -> None:
+    def stop(self, service: OneShotService) -> None:
         """Stop a helper service if it runs (the watcher, the teardown k6)."""
         try:
-            service = self.container.get_services(name).get(name)
-            if service is not None and service.is_running():
-                self.container.stop(name)
+            if service.name in self.container.get_services(service.name) and service.running():
+                service.halt()
         except (pebble.APIError, pebble.ChangeError) as e:
-            logger.info("could not stop %s: %s", name, e)
+            logger.info("could not stop %s: %s", service.name, e)
 
     # ------------------------------------------------------------ after the last end
 
-    def conclude(
-        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
-    ) -> Concluded:
+    def conclude(self, run: Run, payload: Mapping[str, Any], address: str) -> Concluded:
         """Stop the watcher, read its verdict, run teardown() once: what the record keeps."""
-        self.stop_service(k6_watch.SERVICE)
+        self.stop(self.watcher)
         whole = WholeRun.from_info(run.prepared)
         info: dict[str, Any] = {"setup": {"unit": whole.setup_unit}}
         failures: list[str] = []
@@ -298,8 +307,6 @@ class WholeRunSteps:
             info["abort"] = trip.reason()
             if not run.reason:  # every unit ended before the leader acted on the trip
                 failures.append(trip.reason())
-        mine = reports.get(self.unit_name)
-        address = mine.endpoint.rpartition(":")[0].strip("[]") if mine and mine.endpoint else ""
         teardown = self.teardown(run, payload, whole, address)
         info["teardown"] = teardown.to_info()
         if teardown.error:
@@ -315,8 +322,6 @@ class WholeRunSteps:
             return Teardown(ran=False, why_not="noTeardown is set")
         if not k6_script.may_have_teardown(text):
             return Teardown(ran=False, why_not="the script has no teardown()")
-        if not address:
-            return Teardown(ran=False, why_not=f"{self.unit_name} published no address")
         mark = f"{self.workdir}/{TEARDOWN_DIR}/{run.run_id}"
         if self.container.exists(mark):
             return Teardown(False, self.unit_name, why_not="an earlier attempt was interrupted")
@@ -327,16 +332,15 @@ class WholeRunSteps:
         environment = {str(k): str(v) for k, v in (payload.get("environment") or {}).items()}
         command = teardown_command(script, environment, address)
         own = {"K6_K8S_UNIT": self.unit_name, "K6_K8S_RUN_ID": run.run_id}
-        return self._run_teardown(
-            whole, self.layer(command, own, TEARDOWN_SERVICE, "k6 teardown()"), address
-        )
+        return self._run_teardown(whole, command, own, address)
 
-    def _run_teardown(self, whole: WholeRun, layer: pebble.LayerDict, address: str) -> Teardown:
+    def _run_teardown(
+        self, whole: WholeRun, command: str, environment: Mapping[str, str], address: str
+    ) -> Teardown:
         """Start the teardown k6, give it setup()'s data, run teardown(), stop it."""
         endpoint = endpoint_of(address, TEARDOWN_PORT)
         try:
-            self.container.add_layer(TEARDOWN_SERVICE, layer, combine=True)
-            self.container.restart(TEARDOWN_SERVICE)
+            self.teardown_k6.start(command, environment)
             status = k6_client.wait_ready(endpoint, TEARDOWN_READY_S)
             if status is None or not status.ready:
                 return Teardown(True, self.unit_name, error="the teardown k6 did not start")
@@ -346,10 +350,10 @@ class WholeRunSteps:
                     return Teardown(True, self.unit_name, error=f"setup()'s data: {put}")
             error = k6_client.run_teardown(endpoint, whole.teardown_timeout_s + API_MARGIN_S)
             return Teardown(True, self.unit_name, error=error or "")
-        except pebble.ChangeError as e:
-            return Teardown(True, self.unit_name, error=f"the teardown k6 did not start: {e.err}")
+        except ArmFailed as e:
+            return Teardown(True, self.unit_name, error=f"the teardown k6 did not start: {e}")
         finally:
-            self.stop_service(TEARDOWN_SERVICE)
+            self.stop(self.teardown_k6)
 
 
 def teardown_argv(script: str, environment: Mapping[str, str], address: str) -> list[str]:

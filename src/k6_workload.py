@@ -17,8 +17,8 @@ from typing import Any
 
 import ops
 from charms.k6_k8s.v0.synchronized_task import (
-    ArmFailed,
     Concluded,
+    OneShotService,
     Prepared,
     Run,
     Share,
@@ -31,7 +31,6 @@ from ops import pebble
 
 import k6_client
 import k6_script
-import k6_watch
 import results
 from cos import REPORT_FILE
 from k6_whole_run import WholeRunSteps
@@ -45,6 +44,7 @@ SUMMARY_FILE = "summary.json"
 SCRIPT_DIR = "tests"
 ARM_WAIT_SECONDS = 30.0  # how long one unit's arm hook waits for its own k6 to pause
 RECHECK_WAIT_SECONDS = 2.0  # a later look at a k6 that was still initializing
+KILL_DELAY_SECONDS = 5.0  # a stopped k6 exits 105 (the notice still follows) or is killed
 # A unit's end that ends one `k6 run` ends the whole run (the others are stopped).
 STOPS_EVERYONE = {
     107: "stopped on a script error (exit code 107)",
@@ -130,33 +130,6 @@ class RunCommand:
         return done_notice_command(self.shell_line(), NOTICE_KEY, self.run_id)
 
 
-def layer(
-    command: str,
-    environment: Mapping[str, str] | None = None,
-    name: str = SERVICE,
-    summary: str = "k6 load test (one run)",
-) -> pebble.LayerDict:
-    """The Pebble layer for a one-shot k6 service (never restarted when it exits)."""
-    service: pebble.ServiceDict = {
-        "override": "replace",
-        "summary": summary,
-        "command": command,
-        "startup": "disabled",
-        "working-dir": WORKDIR,
-        "on-success": "ignore",
-        "on-failure": "ignore",
-        "kill-delay": "5s",
-        "environment": {**VERSION_ENV, **(environment or {})},
-    }
-    return {"summary": "k6 load test" if name == SERVICE else summary, "services": {name: service}}
-
-
-def change_error_text(err: str) -> str:
-    """The failed task's line of a Pebble change error ("Start service ... (why)")."""
-    lines = [line.strip() for line in err.splitlines() if line.strip()]
-    return lines[-1].removeprefix("- ") if lines else err
-
-
 @dataclass(frozen=True)
 class Outputs:
     """Where this unit's k6 sends metrics and logs, and how its samples are tagged."""
@@ -173,9 +146,17 @@ class K6Workload(Workload):
         self, container: ops.Container, unit_name: str, outputs: Callable[[str], Outputs]
     ):
         self.container = container
+        self.service = OneShotService(
+            container,
+            SERVICE,
+            summary="k6 load test (one run)",
+            working_dir=WORKDIR,
+            environment=VERSION_ENV,
+            kill_delay=KILL_DELAY_SECONDS,
+        )
         self.unit_name = unit_name
         self.outputs = outputs  # run id -> this run's tags, output flags and environment
-        self.whole_run = WholeRunSteps(container, unit_name, WORKDIR, SCRIPT_DIR, layer)
+        self.whole_run = WholeRunSteps(container, unit_name, WORKDIR, SCRIPT_DIR, VERSION_ENV)
 
     def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
         """Write the script, start `k6 run --paused`, wait until its API says paused."""
@@ -199,13 +180,7 @@ class K6Workload(Workload):
         )
         for stale in (SUMMARY_FILE, REPORT_FILE, k6_script.OPTIONS_FILE):
             self.container.remove_path(f"{WORKDIR}/{stale}", recursive=True)
-        self.container.add_layer(
-            SERVICE, layer(command.service_command(), environment), combine=True
-        )
-        try:
-            self.container.restart(SERVICE)
-        except pebble.ChangeError as e:
-            raise ArmFailed(change_error_text(e.err or str(e))) from None
+        self.service.start(command.service_command(), environment)
         return self._ready(address, ARM_WAIT_SECONDS)
 
     def ready(self, run: Run, address: str) -> bool:
@@ -217,14 +192,10 @@ class K6Workload(Workload):
         status = k6_client.wait_ready(endpoint, wait, alive=self.running)
         return status is not None and status.ready
 
-    def running(self) -> bool:
-        """The k6 service's process is alive."""
-        return self.container.get_service(SERVICE).is_running()
-
     def halt(self) -> None:
-        """Stop k6 (SIGTERM: it exits 105 and the service line still sends the notice)."""
-        self.container.stop(SERVICE)
-        self.whole_run.stop_service(k6_watch.SERVICE)
+        """Stop k6 (SIGTERM: it exits 105, the notice still follows) and the watcher, if any."""
+        self.service.halt()
+        self.whole_run.stop(self.whole_run.watcher)
 
     def result(self, run: Run) -> dict[str, Any] | None:
         """This unit's compact k6 summary and the path of its HTML report."""
@@ -262,19 +233,23 @@ class K6Workload(Workload):
 
     # ------------------------------------------------------------ once for the whole run
 
-    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
-        """The script's options, and setup() once (k6_whole_run)."""
-        return self.whole_run.prepare(run, endpoints)
+    def prepare(self, run: Run, endpoints: Mapping[str, str], address: str) -> Prepared:
+        """The script's options, and setup() once on this (the leader's) k6 (k6_whole_run)."""
+        return self.whole_run.prepare(run, endpoints, endpoint_of(address, k6_client.PORT))
 
     def watch(self, run: Run, endpoints: Mapping[str, str]) -> None:
         """The abortOnFail watcher, when the script has such thresholds (k6_whole_run)."""
         self.whole_run.watch(run, endpoints)
 
     def conclude(
-        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
+        self,
+        run: Run,
+        payload: Mapping[str, Any],
+        reports: Mapping[str, UnitReport],
+        address: str,
     ) -> Concluded:
-        """The watcher's verdict, and teardown() once (k6_whole_run)."""
-        return self.whole_run.conclude(run, payload, reports)
+        """The watcher's verdict, and teardown() once in a fresh k6 here (k6_whole_run)."""
+        return self.whole_run.conclude(run, payload, address)
 
     def stops_everyone(self, exit_code: int | None) -> str:
         """k6's own aborts stop the whole run, as they stop one `k6 run`."""

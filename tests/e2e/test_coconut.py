@@ -64,7 +64,6 @@ def coconut(tmp_path_factory: pytest.TempPathFactory) -> CharmUnderTest:
         peer="tasks",
         container="eater",
         workdir=eater.WORKDIR,
-        clock_module=coconut_charm,
     )
 
 

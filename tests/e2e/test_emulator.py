@@ -165,9 +165,7 @@ def test_a_stopped_k6_service_line_still_notifies_with_exit_code_105(supervisor,
     )
     (standin / "k6").chmod(0o755)
     supervisor.path_prefix = str(standin)
-    supervisor.start(
-        "k6", {**k6_workload.layer(command)["services"]["k6"], "working-dir": "/work"}
-    )
+    supervisor.start("k6", spec(command, **{"on-success": "ignore", "on-failure": "ignore"}))
 
     supervisor.stop("k6")
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(90)
 
 META = {
     "name": "coconuts",
-    "containers": {"worker": {"resource": "image"}},
+    "containers": {"eater": {"resource": "image"}},
     "resources": {"image": {"type": "oci-image"}},
     "peers": {"tasks": {"interface": "coconut_tasks"}},
 }
@@ -37,7 +37,8 @@ def example(tmp_path: Path) -> CharmUnderTest:
     module = importlib.util.module_from_spec(spec)
     sys.modules["docstring_charm"] = module
     spec.loader.exec_module(module)
-    yield CharmUnderTest(module.CoconutCharm, tmp_path, "coconuts", "tasks", "worker", "/work")
+    charm = module.CoconutCharm
+    yield CharmUnderTest(charm, tmp_path, "coconuts", "tasks", "eater", module.WORKDIR)
     sys.modules.pop("docstring_charm", None)
 
 

@@ -14,7 +14,6 @@ from charms.k6_k8s.v0.synchronized_task import ARMING, Run, digest
 from ops import pebble, testing
 
 import k6_client
-import k6_workload
 from charm import K6Charm
 from k6_workload import NOTICE_KEY, SERVICE, WORKDIR
 
@@ -97,7 +96,7 @@ def running(tmp_path: Path, **kwargs) -> testing.Container:
     """A container whose k6 service is in the plan and running."""
     return container(
         tmp_path,
-        layers={SERVICE: pebble.Layer(k6_workload.layer("k6 run x.js"))},  # type: ignore[arg-type]
+        layers={SERVICE: pebble.Layer({"services": {SERVICE: {"command": "k6 run x.js"}}})},
         service_statuses={SERVICE: pebble.ServiceStatus.ACTIVE},
         **kwargs,
     )

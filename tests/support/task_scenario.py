@@ -107,7 +107,7 @@ class FakeWorkload(Workload):
     def release_at(self, run: Run, instant: float) -> None:
         self.calls.append(("release_at", (run.run_id, instant)))
 
-    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
+    def prepare(self, run: Run, endpoints: Mapping[str, str], address: str) -> Prepared:
         self.calls.append(("prepare", run.run_id))
         return self.prepared
 
@@ -115,7 +115,11 @@ class FakeWorkload(Workload):
         self.calls.append(("watch", run.run_id))
 
     def conclude(
-        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
+        self,
+        run: Run,
+        payload: Mapping[str, Any],
+        reports: Mapping[str, UnitReport],
+        address: str,
     ) -> Concluded:
         self.calls.append(("conclude", run.run_id))
         return self.concluded

@@ -92,7 +92,7 @@ def k6_api() -> Iterator[FakeK6Api]:
 
 
 def steps(disk: Disk) -> WholeRunSteps:
-    return WholeRunSteps(disk, "k6/0", WORKDIR, "tests", lambda *a: {"services": {}})  # type: ignore[arg-type]
+    return WholeRunSteps(disk, "k6/0", WORKDIR, "tests", {})  # type: ignore[arg-type]
 
 
 def run(run_id: str = "r1", **kw: object) -> Run:
@@ -113,7 +113,7 @@ def test_prepare_runs_setup_once_and_gives_its_data_to_every_unit(k6_api):
     disk = Disk({f"{WORKDIR}/{OPTIONS_FILE}": json.dumps(OPTIONS)})
     endpoints = {"k6/0": k6_api.endpoint, "k6/1": k6_api.endpoint}
 
-    prepared = steps(disk).prepare(run(), endpoints)
+    prepared = steps(disk).prepare(run(), endpoints, endpoints["k6/0"])
 
     assert prepared.error == ""
     whole = WholeRun.from_info(prepared.info)
@@ -130,9 +130,11 @@ def test_prepare_runs_setup_once_and_gives_its_data_to_every_unit(k6_api):
 def test_a_retried_prepare_does_not_run_setup_again(k6_api):
     disk = Disk({f"{WORKDIR}/{OPTIONS_FILE}": json.dumps(OPTIONS)})
     endpoints = {"k6/0": k6_api.endpoint}
-    steps(disk).prepare(run(), endpoints)  # the hook that ran it failed afterwards
+    steps(disk).prepare(
+        run(), endpoints, endpoints["k6/0"]
+    )  # the hook that ran it failed afterwards
 
-    again = steps(disk).prepare(run(), endpoints)
+    again = steps(disk).prepare(run(), endpoints, endpoints["k6/0"])
 
     assert WholeRun.from_info(again.info).setup_data == '{"token":"t1"}'
     assert [m for m, _, _ in k6_api.calls] == ["POST", "PUT", "PUT"]  # setup once, data twice
@@ -140,9 +142,9 @@ def test_a_retried_prepare_does_not_run_setup_again(k6_api):
 
 def test_a_new_run_runs_setup_again(k6_api):
     disk = Disk({f"{WORKDIR}/{OPTIONS_FILE}": json.dumps(OPTIONS)})
-    steps(disk).prepare(run("r1"), {"k6/0": k6_api.endpoint})
+    steps(disk).prepare(run("r1"), {"k6/0": k6_api.endpoint}, k6_api.endpoint)
 
-    steps(disk).prepare(run("r2"), {"k6/0": k6_api.endpoint})
+    steps(disk).prepare(run("r2"), {"k6/0": k6_api.endpoint}, k6_api.endpoint)
 
     assert [m for m, _, _ in k6_api.calls] == ["POST", "PUT", "POST", "PUT"]
 
@@ -150,7 +152,7 @@ def test_a_new_run_runs_setup_again(k6_api):
 def test_no_setup_in_the_options_runs_no_setup(k6_api):
     disk = Disk({f"{WORKDIR}/{OPTIONS_FILE}": json.dumps({**OPTIONS, "noSetup": True})})
 
-    prepared = steps(disk).prepare(run(), {"k6/0": k6_api.endpoint})
+    prepared = steps(disk).prepare(run(), {"k6/0": k6_api.endpoint}, k6_api.endpoint)
 
     assert WholeRun.from_info(prepared.info).setup_unit == ""
     assert k6_api.calls == []
@@ -160,13 +162,13 @@ def test_setup_data_over_the_limit_refuses_the_release(k6_api):
     k6_api.data = json.dumps("x" * (k6_whole_run.SETUP_DATA_MAX_BYTES + 1))
     disk = Disk({f"{WORKDIR}/{OPTIONS_FILE}": json.dumps(OPTIONS)})
 
-    prepared = steps(disk).prepare(run(), {"k6/0": k6_api.endpoint})
+    prepared = steps(disk).prepare(run(), {"k6/0": k6_api.endpoint}, k6_api.endpoint)
 
     assert prepared.error.startswith("setup() returned 64 KiB of data; k6-k8s carries at most 64")
 
 
 def test_prepare_without_k6_inspects_output_says_so():
-    prepared = steps(Disk()).prepare(run(), {"k6/0": "127.0.0.1:1"})
+    prepared = steps(Disk()).prepare(run(), {"k6/0": "127.0.0.1:1"}, "127.0.0.1:1")
 
     assert prepared.error.startswith("k6 inspect's output is missing on k6/0: ")
 
@@ -175,7 +177,7 @@ def test_a_script_threshold_k6_k8s_cannot_judge_refuses_the_release_naming_it():
     options = {"thresholds": {"http_reqs": ["count>=50", "median<3"]}}
     disk = Disk({f"{WORKDIR}/{OPTIONS_FILE}": json.dumps(options)})
 
-    prepared = steps(disk).prepare(run(), {"k6/0": "127.0.0.1:1"})
+    prepared = steps(disk).prepare(run(), {"k6/0": "127.0.0.1:1"}, "127.0.0.1:1")
 
     assert prepared.error.startswith(
         "the script's threshold 'http_reqs: median<3' cannot be judged"

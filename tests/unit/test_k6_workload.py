@@ -352,38 +352,7 @@ def test_terminated_service_still_notifies_with_the_k6_exit_code(
     ]
 
 
-# ============================================================ layer
-
-
-def test_layer_is_a_one_shot_disabled_service_in_the_work_dir():
-    assert k6_workload.layer("/bin/sh -c 'k6 run x.js'") == {
-        "summary": "k6 load test",
-        "services": {
-            "k6": {
-                "override": "replace",
-                "summary": "k6 load test (one run)",
-                "command": "/bin/sh -c 'k6 run x.js'",
-                "startup": "disabled",
-                "working-dir": "/var/lib/k6-k8s",
-                "on-success": "ignore",
-                "on-failure": "ignore",
-                "kill-delay": "5s",
-                "environment": {
-                    "K6_AUTO_EXTENSION_RESOLUTION": "false",
-                    "K6_NEW_MACHINE_READABLE_SUMMARY": "false",
-                },
-            }
-        },
-    }
-
-
-def test_layer_carries_the_service_environment_after_the_version_settings():
-    environment = {"K6_K8S_UNIT": "k6/0", "K6_K8S_RUN_ID": "r1"}
-
-    service = k6_workload.layer("k6", environment)["services"][k6_workload.SERVICE]
-
-    assert service["environment"] == {**k6_workload.VERSION_ENV, **environment}
-    assert service["environment"] is not environment
+# ============================================================ version settings
 
 
 def test_version_env_turns_off_extension_downloads_and_the_new_summary_format():
@@ -391,29 +360,6 @@ def test_version_env_turns_off_extension_downloads_and_the_new_summary_format():
         "K6_AUTO_EXTENSION_RESOLUTION": "false",
         "K6_NEW_MACHINE_READABLE_SUMMARY": "false",
     }
-
-
-# ============================================================ change errors
-
-
-@pytest.mark.parametrize(
-    ("err", "text"),
-    [
-        (
-            "cannot perform the following tasks:\n"
-            '- Start service "k6" (service start attempt: exited quickly with code 107, '
-            "will ignore)\n",
-            'Start service "k6" (service start attempt: exited quickly with code 107, '
-            "will ignore)",
-        ),
-        ("one line without a task prefix", "one line without a task prefix"),
-        ("first\n\n  - last task  \n\n", "last task"),
-        ("", ""),
-    ],
-    ids=["pebble change error", "one line", "blank lines", "empty"],
-)
-def test_change_error_text_is_the_failed_tasks_line(err: str, text: str):
-    assert k6_workload.change_error_text(err) == text
 
 
 # ============================================================ the real k6

@@ -7,8 +7,6 @@ is the workload, `tally` merges the units' counts.
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import dataclass
 
 import ops
@@ -21,8 +19,6 @@ from charms.k6_k8s.v0.synchronized_task import (
 
 from eater import NOTICE_KEY, Eater
 from tally import tally
-
-logger = logging.getLogger(__name__)
 
 CONTAINER = "eater"
 PEER = "tasks"
@@ -60,7 +56,6 @@ class CoconutCharm(ops.CharmBase):
             notice_key=NOTICE_KEY,
             release=InstantRelease(lead=LEAD_SECONDS),
             aggregate=tally,
-            clock=lambda: time.time(),  # looked up at each call: a test may move the clock
         )
         framework.observe(self.on.eat_action, self._on_eat_action)
         framework.observe(self.on.stop_action, self._on_stop_action)

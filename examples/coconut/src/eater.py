@@ -1,4 +1,4 @@
-"""The coconut-eating workload: a shell loop run as a one-shot Pebble service, started on cue.
+"""The coconut-eating workload: a shell loop run once per run by Pebble, started on cue.
 
 `eat_script` is what one unit runs; `Eater` is the charm's `Workload` for the synchronized-task
 library: it arms the shell (waiting for a start file), hands it the instant, and reads its count.
@@ -6,23 +6,18 @@ library: it arms the shell (waiting for a start file), hands it the instant, and
 
 from __future__ import annotations
 
-import logging
-import math
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
 import ops
 from charms.k6_k8s.v0.synchronized_task import (
-    ArmFailed,
+    OneShotService,
     Run,
     Share,
     Workload,
     done_notice_command,
 )
-from ops import pebble
-
-logger = logging.getLogger(__name__)
 
 SERVICE = "eat"
 NOTICE_KEY = "coconut.example/done"
@@ -32,12 +27,6 @@ STARTED_FILE = "started"  # when this unit really started eating, epoch seconds 
 EATEN_FILE = "eaten"  # one line per coconut eaten: its number in the whole
 POLL_SECONDS = 0.01  # how often the armed shell looks for the start file
 BITE_SECONDS = 0.01  # a coconut takes a moment, so that a run lasts a little
-
-
-def coconut_numbers(total: int, share: Share) -> range:
-    """The coconuts (numbered 0..total-1) that this share eats: each one by exactly one share."""
-    first = math.floor(total * share.bounds()[0])
-    return range(first, first + share.split(total))
 
 
 def eat_script(coconuts: range) -> str:
@@ -75,71 +64,41 @@ def service_command(script: str, run_id: str) -> str:
     return done_notice_command(shlex.join(["/bin/sh", "-c", script]), NOTICE_KEY, run_id)
 
 
-def layer(command: str) -> pebble.LayerDict:
-    """The Pebble layer: a one-shot service, never restarted when it exits."""
-    return {
-        "summary": "coconut eater",
-        "services": {
-            SERVICE: {
-                "override": "replace",
-                "summary": "eat this unit's share of the coconuts (one run)",
-                "command": command,
-                "startup": "disabled",
-                "working-dir": WORKDIR,
-                "on-success": "ignore",
-                "on-failure": "ignore",
-            }
-        },
-    }
-
-
 class Eater(Workload):
-    """The shell loop in the `eater` container, driven through Pebble and files."""
+    """The shell loop in the `eater` container, run by Pebble, driven through files."""
 
     def __init__(self, container: ops.Container):
         self.container = container
+        self.service = OneShotService(
+            container, SERVICE, summary="eat a share of the coconuts", working_dir=WORKDIR
+        )
 
     def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
         """Start the shell, which waits for the start file: armed as soon as Pebble says so."""
-        coconuts = coconut_numbers(int(payload["coconuts"]), share)
+        coconuts = share.items(int(payload["coconuts"]))  # this unit's numbers of the whole
         self.container.make_dir(WORKDIR, make_parents=True)
         for stale in (START_FILE, STARTED_FILE, EATEN_FILE):
             self.container.remove_path(f"{WORKDIR}/{stale}", recursive=True)
-        command = service_command(eat_script(coconuts), run.run_id)
-        self.container.add_layer(SERVICE, layer(command), combine=True)
-        try:
-            self.container.restart(SERVICE)
-        except pebble.ChangeError as e:
-            raise ArmFailed(e.err or str(e)) from None
-        logger.info("armed for run %s: coconuts %d..%d", run.run_id, coconuts.start, coconuts.stop)
+        self.service.start(service_command(eat_script(coconuts), run.run_id))
         return True
 
     def release_at(self, run: Run, instant: float) -> None:
         """Write the start instant where the waiting shell looks for it."""
         self.container.push(f"{WORKDIR}/{START_FILE}", f"{instant:.6f}\n", make_dirs=True)
 
-    def running(self) -> bool:
-        """The eat service's process is alive."""
-        return self.container.get_service(SERVICE).is_running()
-
-    def halt(self) -> None:
-        """Stop eating (SIGTERM; the done notice still follows)."""
-        self.container.stop(SERVICE)
-
     def result(self, run: Run) -> dict[str, Any] | None:
-        """How many coconuts this unit ate and when it started (None: it never started)."""
+        """How many coconuts this unit ate, and when it started (None: it never did)."""
         return {"eaten": self._eaten(), "started": self._started()}
 
     def _eaten(self) -> int:
         try:
             with self.container.pull(f"{WORKDIR}/{EATEN_FILE}") as lines:
                 return sum(1 for _ in lines)
-        except pebble.PathError:
+        except ops.pebble.PathError:
             return 0
 
     def _started(self) -> float | None:
         try:
             return float(self.container.pull(f"{WORKDIR}/{STARTED_FILE}").read())
-        except (pebble.PathError, ValueError) as e:
-            logger.info("no start time: %s", e)
-            return None
+        except (ops.pebble.PathError, ValueError):
+            return None  # stopped before the instant

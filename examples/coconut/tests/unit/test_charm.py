@@ -63,7 +63,7 @@ def a_run(phase: str = ARMING, coconuts: int = 10, start_at: float | None = None
 
 def eat_layer(status: pebble.ServiceStatus) -> dict[str, Any]:
     """The container as it is after an arm: the eat service in the plan, in `status`."""
-    layer = pebble.Layer(eater.layer(eater.service_command("true", "r1")))
+    layer = pebble.Layer({"services": {eater.SERVICE: {"command": "true"}}})
     return {"layers": {eater.SERVICE: layer}, "service_statuses": {eater.SERVICE: status}}
 
 

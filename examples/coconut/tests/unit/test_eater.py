@@ -10,22 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from charms.k6_k8s.v0.synchronized_task import PEBBLE, Share
+from charms.k6_k8s.v0.synchronized_task import PEBBLE
 
 import eater
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.mark.parametrize(("total", "count"), [(1, 3), (10, 3), (31, 3), (1_000_000, 7), (5, 5)])
-def test_every_coconut_is_eaten_by_exactly_one_share(total, count):
-    numbers = [n for i in range(count) for n in eater.coconut_numbers(total, Share(i, count))]
-
-    assert numbers == list(range(total))
-
-
-def test_share_numbers_match_the_library_split():
-    assert [len(eater.coconut_numbers(31, Share(i, 3))) for i in range(3)] == [10, 10, 11]
 
 
 @pytest.fixture

@@ -12,84 +12,173 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""One task armed on every unit of an application, then released on all of them at one instant.
+r"""One task armed on every unit of an application, then released on all of them at one instant.
 
-Juju runs actions on one unit and gives no timing guarantee between units, so the leader
-coordinates through the peer relation: it freezes a run (id, participants, payload digest,
-deadline) in the application databag; each unit, woken by relation-changed, arms its share of
-the task (started, waiting to go) and reports `busy` in its unit databag; when every
+A charm gives the library a `Workload` (how to start this unit's share, and how to release it)
+and calls `task.start(payload)` from an action on the leader; the library does the rest.
+
+A complete charm, examples/coconut in this library's repository: its src/eater.py (down to
+`Eater`) and src/charm.py (from `CONTAINER`) in one module, without their docstrings, and
+without what coconut adds to it: the `stop` and `results` actions (`_on_stop_action`,
+`_on_results_action`, `_text`) and `aggregate=tally` (src/tally.py). A unit test checks that
+this is so. Metadata: a peer endpoint `tasks`, a container `eater` whose image has `/bin/sh`,
+GNU date and awk, and an action `eat` with an integer parameter `coconuts`.
+
+```python
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ops
+from charms.k6_k8s.v0.synchronized_task import (
+    STOPPING, InstantRelease, OneShotService, Run, Share, SynchronizedTask, TaskRefused,
+    Workload, done_notice_command)
+
+SERVICE = "eat"
+NOTICE_KEY = "coconut.example/done"
+WORKDIR = "/var/lib/coconut"
+START_FILE = "start-at"  # the start instant, epoch seconds; the leader's choice
+STARTED_FILE = "started"  # when this unit really started eating
+EATEN_FILE = "eaten"  # one line per coconut eaten: its number in the whole
+POLL_SECONDS = 0.01  # how often the armed shell looks for the start file
+BITE_SECONDS = 0.01  # a coconut takes a moment, so that a run lasts a little
+
+
+def eat_script(coconuts: range) -> str:
+    # wait for the start file, sleep until the instant in it, then eat (awk: dash has no floats)
+    return "\n".join(
+        [
+            f"until [ -s {START_FILE} ]; do sleep {POLL_SECONDS}; done",
+            f"at=$(cat {START_FILE})",
+            'wait=$(awk -v at="$at" -v now="$(date +%s.%N)" '
+            "'BEGIN { d = at - now; printf \"%.6f\", (d > 0 ? d : 0) }')",
+            'sleep "$wait"',
+            f"date +%s.%N > {STARTED_FILE}",
+            f"i={coconuts.start}",
+            f'while [ "$i" -lt {coconuts.stop} ]; do',
+            f'  echo "$i" >> {EATEN_FILE}',
+            f"  sleep {BITE_SECONDS}",
+            "  i=$((i + 1))",
+            "done",
+        ]
+    )
+
+
+def service_command(script: str, run_id: str) -> str:
+    # a child shell, so that Pebble's SIGTERM ends the loop; then the done notice
+    return done_notice_command(shlex.join(["/bin/sh", "-c", script]), NOTICE_KEY, run_id)
+
+
+class Eater(Workload):
+    def __init__(self, container: ops.Container):
+        self.container = container
+        self.service = OneShotService(
+            container, SERVICE, summary="eat a share of the coconuts", working_dir=WORKDIR
+        )
+
+    def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
+        coconuts = share.items(int(payload["coconuts"]))  # this unit's numbers of the whole
+        self.container.make_dir(WORKDIR, make_parents=True)
+        for stale in (START_FILE, STARTED_FILE, EATEN_FILE):
+            self.container.remove_path(f"{WORKDIR}/{stale}", recursive=True)
+        self.service.start(service_command(eat_script(coconuts), run.run_id))
+        return True  # armed: the shell waits for its start file
+
+    def release_at(self, run: Run, instant: float) -> None:
+        self.container.push(f"{WORKDIR}/{START_FILE}", f"{instant:.6f}\n", make_dirs=True)
+
+    def result(self, run: Run) -> dict[str, Any] | None:
+        return {"eaten": self._eaten(), "started": self._started()}
+
+    def _eaten(self) -> int:
+        try:
+            with self.container.pull(f"{WORKDIR}/{EATEN_FILE}") as lines:
+                return sum(1 for _ in lines)
+        except ops.pebble.PathError:
+            return 0
+
+    def _started(self) -> float | None:
+        try:
+            return float(self.container.pull(f"{WORKDIR}/{STARTED_FILE}").read())
+        except (ops.pebble.PathError, ValueError):
+            return None  # stopped before the instant
+
+
+CONTAINER = "eater"
+PEER = "tasks"
+MAX_COCONUTS = 1_000_000
+LEAD_SECONDS = 2.0  # the start instant is this far ahead of the moment the last unit armed
+ARM_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class EatParams:
+    coconuts: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.coconuts, bool) or not isinstance(self.coconuts, int):
+            raise ValueError(f"coconuts must be a whole number, not {self.coconuts!r}")
+        if not 1 <= self.coconuts <= MAX_COCONUTS:
+            raise ValueError(
+                f"coconuts must be from 1 to {MAX_COCONUTS}, not {self.coconuts}: "
+                "eat coconuts=<how many in all>"
+            )
+
+
+class CoconutCharm(ops.CharmBase):
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.task = SynchronizedTask(
+            self,
+            PEER,
+            Eater(self.unit.get_container(CONTAINER)),
+            container=CONTAINER,
+            notice_key=NOTICE_KEY,
+            release=InstantRelease(lead=LEAD_SECONDS),
+        )
+        framework.observe(self.on.eat_action, self._on_eat_action)
+
+    def _on_eat_action(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(EatParams, errors="fail")
+        try:
+            run = self.task.start(
+                {"coconuts": params.coconuts},
+                info={"coconuts": params.coconuts},  # kept in the last-run record
+                arm_timeout=ARM_TIMEOUT_SECONDS,
+            )
+        except TaskRefused as e:
+            event.fail(str(e))
+            return
+        event.set_results({"run-id": run.run_id, "units": ",".join(run.participants)})
+        active = self.task.run
+        if active is None or active.phase == STOPPING:  # it failed in this very hook
+            last = self.task.last_run
+            reason = active.reason if active else (last.reason if last else "")
+            event.fail(f"run {run.run_id} did not start: {reason}")
+            return
+        event.log(
+            f"run {run.run_id}: {params.coconuts} coconuts over {len(run.participants)} units"
+        )
+
+
+if __name__ == "__main__":
+    ops.main(CoconutCharm)
+```
+
+How it works: Juju runs actions on one unit and gives no timing guarantee between units, so the
+leader coordinates through the peer relation: it freezes a run (id, participants, payload
+digest, deadline) in the application databag; each unit, woken by relation-changed, arms its
+share of the task (started, waiting to go) and reports `busy` in its unit databag; when every
 participant is armed the leader releases them all at once; when a unit's workload ends, a Pebble
 notice wakes that unit, which reports `idle` with its exit code and result; when every
 participant has reported, the leader aggregates the results into the last-run record and
 clears the run. Deadlines, faults, departures, leadership changes and a user's stop end the run
 instead of hanging it: every decision comes out of one pure state machine, `decide`.
 
-A complete charm (metadata: a peer endpoint `tasks`, a container `worker` whose image has
-`/bin/sh`, GNU date and awk; an action `eat` with an integer parameter `coconuts`); the same
-charm, with tests, is examples/coconut/ in this library's repository:
-
-```python
-import shlex
-import ops
-from charms.k6_k8s.v0.synchronized_task import (
-    InstantRelease, SynchronizedTask, TaskRefused, Workload, done_notice_command)
-
-NOTICE = "coconuts.example/done"
-
-def eat_line(first: int, stop: int) -> str:
-    # wait for the start file, sleep until the instant in it, eat (a line per coconut)
-    delay = "BEGIN { d = at - now; print (d > 0 ? d : 0) }"
-    return (f"until [ -s at ]; do sleep 0.01; done; "
-            f"sleep $(awk -v at=$(cat at) -v now=$(date +%s.%N) '{delay}'); "
-            f"i={first}; while [ $i -lt {stop} ]; do echo $i >> eaten; i=$((i + 1)); done")
-
-class Eater(Workload):
-    def __init__(self, container: ops.Container):
-        self.container = container
-
-    def arm(self, run, payload, share, address) -> bool:
-        mine = share.items(payload["coconuts"])      # this unit's part of the whole
-        line = eat_line(mine.start, mine.stop)
-        command = done_notice_command(shlex.join(["sh", "-c", line]), NOTICE, run.run_id)
-        self.container.add_layer("eat", {"services": {"eat": {
-            "override": "replace", "command": command, "working-dir": "/work",
-            "on-success": "ignore", "on-failure": "ignore"}}}, combine=True)
-        self.container.make_dir("/work", make_parents=True)
-        self.container.restart("eat")
-        return True                                  # armed: waiting for its start file
-
-    def release_at(self, run, instant: float) -> None:
-        self.container.push("/work/at", str(instant))
-
-    def running(self) -> bool:
-        return self.container.get_service("eat").is_running()
-
-    def halt(self) -> None:
-        self.container.stop("eat")
-
-class CoconutCharm(ops.CharmBase):
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        self.task = SynchronizedTask(
-            self, "tasks", Eater(self.unit.get_container("worker")), container="worker",
-            notice_key=NOTICE, release=InstantRelease(lead=2.0))
-        framework.observe(self.on.eat_action, self._on_eat)
-
-    def _on_eat(self, event: ops.ActionEvent):
-        try:
-            run = self.task.start({"coconuts": event.params["coconuts"]}, arm_timeout=60)
-        except TaskRefused as e:
-            event.fail(str(e))
-        else:
-            event.set_results({"run-id": run.run_id})
-
-if __name__ == "__main__":
-    ops.main(CoconutCharm)
-```
-
-The library then observes the peer relation, leader-elected, update-status, the container's
-custom notices and the unit's stop, keeps the unit and application statuses, and exposes
-`task.run` (the active `Run`), `task.last_run` (a `LastRun`), `task.stop()`.
+The library observes the peer relation, leader-elected, update-status, the container's custom
+notices and the unit's stop, keeps the unit and application statuses, and exposes `task.run`
+(the active `Run`), `task.last_run` (a `LastRun`), `task.stop()`.
 
 API:
 - `SynchronizedTask(charm, relation_name, workload, *, container, notice_key, release,
@@ -99,7 +188,8 @@ API:
 - `Workload`: the charm's side. `arm(run, payload, share, address) -> bool` (start this unit's
   share, waiting to be released, an API listening on `address`, the unit's own address; True
   once ready to go, False while it initializes; raise `ArmFailed` when it cannot start),
-  `ready(run, address) -> bool` (look again), `running()`, `halt()`,
+  `ready(run, address) -> bool` (look again), `running()`, `halt()` (those of its `service`, a
+  `OneShotService`, when it has one),
   `result(run) -> dict | None` (this unit's result once it ended), and, by release mechanism,
   `release_request(endpoint) -> bytes` and optionally `probe`/`stop_remote` (`ApiRelease`) or
   `release_at(run, instant)` (`InstantRelease`).
@@ -117,7 +207,15 @@ API:
 - The workload signals its end with `done_notice_command(shell_line, notice_key, run_id)`,
   a Pebble service command that runs the line and then `pebble notify <key> run_id=… exit_code=…`
   (even when Pebble stops it with SIGTERM).
-"""
+- `OneShotService(container, name, *, summary, working_dir, environment=None, kill_delay=None)`:
+  the service a workload runs once per run. `start(command, environment=None)` puts it in the
+  plan (startup disabled, `on-success`/`on-failure: ignore`: never restarted when it exits) and
+  (re)starts it, raising `ArmFailed` with the failed task's line when Pebble cannot (e.g.
+  "exited quickly with code 107"); `running()`, `halt()`; `layer(command, environment=None)`.
+- Records: `Run` (the active run), `Share` (a participant's part: `bounds()`, `items(total)`),
+  `UnitReport` (a unit's databag), `LastRun` with a `UnitLine` per participant, `AppData` (the
+  application databag), `Aggregate`.
+"""  # noqa: D214, D405, D411, D416 (a bare `return` in the example is code, not a section)
 
 from __future__ import annotations
 
@@ -416,7 +514,13 @@ class ArmFailed(Exception):
 
 
 class Workload(abc.ABC):
-    """What the charm does for the library on its own unit (and, as leader, towards others)."""
+    """What the charm does for the library on its own unit (and, as leader, towards others).
+
+    A workload whose process is a `OneShotService` sets `service`, and `running` and `halt` are
+    the service's; any other workload defines both.
+    """
+
+    service: OneShotService
 
     @abc.abstractmethod
     def arm(self, run: Run, payload: Mapping[str, Any], share: Share, address: str) -> bool:
@@ -432,13 +536,13 @@ class Workload(abc.ABC):
         """Whether the workload started by `arm` is ready by now."""
         return True
 
-    @abc.abstractmethod
     def running(self) -> bool:
         """The local workload process is alive."""
+        return self.service.running()
 
-    @abc.abstractmethod
     def halt(self) -> None:
         """Stop the local workload (Pebble's SIGTERM, then SIGKILL)."""
+        self.service.halt()
 
     def result(self, run: Run) -> dict[str, Any] | None:
         """This unit's result once its workload ended (kept in its databag: keep it small)."""
@@ -462,10 +566,11 @@ class Workload(abc.ABC):
         raise NotImplementedError("InstantRelease needs Workload.release_at")
 
     # Once for the whole run, on the leader (each optional)
-    def prepare(self, run: Run, endpoints: Mapping[str, str]) -> Prepared:
+    def prepare(self, run: Run, endpoints: Mapping[str, str], address: str) -> Prepared:
         """Leader, once every participant is armed, before the release (e.g. a setup step).
 
-        `endpoints` maps each participant to its published endpoint. A hook can fail after
+        `endpoints` maps each participant to its published endpoint; `address` is this unit's
+        own address (where its own workload listens). A hook can fail after
         this ran and Juju retries it: prepare must then give the same answer without doing
         its work twice. Its info is kept in the run (`Run.prepared`): keep it small.
         """
@@ -475,7 +580,11 @@ class Workload(abc.ABC):
         """Leader, once the run runs (and on a new leader): start watching the whole run."""
 
     def conclude(
-        self, run: Run, payload: Mapping[str, Any], reports: Mapping[str, UnitReport]
+        self,
+        run: Run,
+        payload: Mapping[str, Any],
+        reports: Mapping[str, UnitReport],
+        address: str,
     ) -> Concluded:
         """Leader, once every participant ended (or is lost), if `prepare` ran: e.g. teardown.
 
@@ -544,6 +653,80 @@ def done_notice_command(shell_line: str, notice_key: str, run_id: str) -> str:
         f"{notify} exit_code=$code; exit $code"
     )
     return shlex.join(["/bin/sh", "-c", line])
+
+
+class OneShotService:
+    """A Pebble service that runs once per run: the usual process behind a `Workload`.
+
+    `start(command)` puts the service in the plan and (re)starts it: startup disabled, and
+    `on-success`/`on-failure: ignore`, so Pebble neither starts it at boot nor restarts it when
+    it ends. A start Pebble reports as failed (e.g. "exited quickly with code 107") raises
+    `ArmFailed` whose text is the failed task's line. `running()` and `halt()` are what a
+    `Workload`'s own methods of those names usually return and do.
+    """
+
+    def __init__(
+        self,
+        container: ops.Container,
+        name: str,
+        *,
+        summary: str,
+        working_dir: str,
+        environment: Mapping[str, str] | None = None,
+        kill_delay: float | None = None,
+    ):
+        self.container = container
+        self.name = name
+        self.summary = summary
+        self.working_dir = working_dir
+        self.environment = dict(environment or {})  # every start's; `start` adds its own
+        self.kill_delay = kill_delay  # seconds from SIGTERM to SIGKILL (Pebble's default: 5)
+
+    def layer(
+        self, command: str, environment: Mapping[str, str] | None = None
+    ) -> ops.pebble.LayerDict:
+        """The layer that runs `command` once, with `environment` over the service's own."""
+        service: ops.pebble.ServiceDict = {
+            "override": "replace",
+            "summary": self.summary,
+            "command": command,
+            "startup": "disabled",
+            "working-dir": self.working_dir,
+            "on-success": "ignore",
+            "on-failure": "ignore",
+        }
+        if self.kill_delay is not None:
+            service["kill-delay"] = f"{self.kill_delay:g}s"
+        if merged := {**self.environment, **(environment or {})}:
+            service["environment"] = merged
+        return {"summary": self.summary, "services": {self.name: service}}
+
+    def start(self, command: str, environment: Mapping[str, str] | None = None) -> None:
+        """Run `command` as the service from now on, and (re)start it.
+
+        Raises:
+            ArmFailed: Pebble could not start it; the text is the failed task's line.
+        """
+        self.container.add_layer(self.name, self.layer(command, environment), combine=True)
+        try:
+            self.container.restart(self.name)
+        except ops.pebble.ChangeError as e:
+            why = _failed_task(e.err or str(e))
+            raise ArmFailed(why or f"service {self.name!r} did not start") from None
+
+    def running(self) -> bool:
+        """The service's process is alive."""
+        return self.container.get_service(self.name).is_running()
+
+    def halt(self) -> None:
+        """Pebble's stop: SIGTERM to the process group, SIGKILL after the kill delay."""
+        self.container.stop(self.name)
+
+
+def _failed_task(err: str) -> str:
+    """The failed task's line of a Pebble change error ("Start service ... (why)"), or ""."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    return lines[-1].removeprefix("- ") if lines else ""
 
 
 # ------------------------------------------------------------------ the charm side
@@ -980,7 +1163,7 @@ class SynchronizedTask(ops.Object):
         run = observed.run
         assert run is not None
         try:
-            prepared = self.workload.prepare(run, action.endpoints)
+            prepared = self.workload.prepare(run, action.endpoints, self.bind_address())
         except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
             prepared = Prepared(error=f"the workload container is unreachable: {e}")
         if prepared.error:
@@ -1005,7 +1188,7 @@ class SynchronizedTask(ops.Object):
         payload = self._app_data().payload or {}
         reports = {p: r for p, r in observed.units.items() if p in run.participants}
         try:
-            hook.concluded = self.workload.conclude(run, payload, reports)
+            hook.concluded = self.workload.conclude(run, payload, reports, self.bind_address())
         except (ops.pebble.ConnectionError, ops.pebble.APIError, ops.pebble.PathError) as e:
             hook.concluded = Concluded(failures=(f"could not conclude the run: {e}",))
 
@@ -1690,8 +1873,10 @@ class Delivery:
     acked: float | None = None
     error: str | None = None
     skipped: bool = False  # not sent: another endpoint could not be reached (all or nobody)
-    connected: float | None = None  # when its TCP connect completed
+    connected: float | None = None  # when its TCP connect completed (read by bench: the skew)
 
+    # For a direct caller of the public `fan_out` (bench/ measures the release with it); the
+    # library's own release decides on `outcome()` instead.
     @property
     def ok(self) -> bool:
         """Answered with HTTP 200."""

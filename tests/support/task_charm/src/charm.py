@@ -38,8 +38,8 @@ import ops
 from charms.k6_k8s.v0.synchronized_task import (
     Aggregate,
     ApiRelease,
-    ArmFailed,
     InstantRelease,
+    OneShotService,
     Run,
     Share,
     SynchronizedTask,
@@ -92,22 +92,6 @@ exit "${TASK_STANDIN_EXIT:-0}"
 )"""
 
 
-def layer(command: str, environment: Mapping[str, str]) -> dict:
-    """A one-shot service: never restarted when it exits."""
-    service = {
-        "override": "replace",
-        "summary": "stand-in task (one run)",
-        "command": command,
-        "startup": "disabled",
-        "working-dir": WORKDIR,
-        "on-success": "ignore",
-        "on-failure": "ignore",
-        "kill-delay": "2s",
-        "environment": dict(environment),
-    }
-    return {"summary": "stand-in task", "services": {SERVICE: service}}
-
-
 def _request(endpoint: str, method: str, body: dict | None, timeout: float) -> dict | None:
     """One HTTP request to the stand-in's status resource; the JSON answer, None if none."""
     host, _, port = endpoint.rpartition(":")
@@ -149,26 +133,20 @@ class _OneShot(Workload):
 
     def __init__(self, container: ops.Container):
         self.container = container
+        self.service = OneShotService(
+            container,
+            SERVICE,
+            summary="stand-in task (one run)",
+            working_dir=WORKDIR,
+            kill_delay=2.0,
+        )
 
     def _start(self, line: str, run: Run, environment: Mapping[str, str]) -> None:
-        command = done_notice_command(line, NOTICE_KEY, run.run_id)
-        self.container.add_layer(SERVICE, layer(command, environment), combine=True)
-        try:
-            self.container.restart(SERVICE)
-        except pebble.ChangeError as e:
-            raise ArmFailed(str(e.err or e).strip().splitlines()[-1]) from None
+        self.service.start(done_notice_command(line, NOTICE_KEY, run.run_id), environment)
 
     def _remove(self, *names: str) -> None:
         for name in names:
             self.container.remove_path(f"{WORKDIR}/{name}", recursive=True)
-
-    def running(self) -> bool:
-        """The service's process is alive."""
-        return self.container.get_service(SERVICE).is_running()
-
-    def halt(self) -> None:
-        """Pebble's stop: SIGTERM, SIGKILL after the kill-delay."""
-        self.container.stop(SERVICE)
 
 
 class StandinWorkload(_OneShot):
