@@ -94,6 +94,7 @@ class Connect:
     host: str
     port: int
     refused: bool
+    at: float = 0.0  # when (epoch seconds) the charm called connect
 
 
 class Network:
@@ -117,7 +118,7 @@ class Network:
         host, port = str(address[0]), int(address[1])
         owner = self.cut.get(host)
         refused = owner is not None and owner != self.current_unit
-        self.connects.append(Connect(self.current_unit, host, port, refused))
+        self.connects.append(Connect(self.current_unit, host, port, refused, time.time()))
         return refused
 
     def __enter__(self) -> Network:
