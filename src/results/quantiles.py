@@ -12,7 +12,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import getitem, gt, le, mul, not_, sub
 
 from results._numbers import (
@@ -69,7 +69,7 @@ def _in_order(low: float, values: list[object], high: float) -> bool:
         return False
     # A boolean sums and sorts as 0 or 1: it can only be among the values equal to those.
     first, last = bisect_left(values, 0), bisect_right(values, 1)  # type: ignore[arg-type]
-    return first == last or bool not in set(map(type, values[first:last]))
+    return first == last or bool not in map(type, islice(values, first, last))
 
 
 def _repaired(stats: Mapping[str, object], count: int, low: float, high: float) -> Points:
