@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import compress, islice, repeat
-from operator import getitem, gt, le, mul, not_, sub
+from operator import getitem, gt, itemgetter, le, mul, not_, sub
 
 from results._numbers import (
     as_count,
@@ -197,10 +197,11 @@ def _count_bounds(
 
 
 # A decision C(y) >= target is read from the units' lines when they put C(y) farther from the
-# target than _LINE_TOLERANCE * (N + 2 B M), B the lines' summed slope and M the largest |point|:
-# over 500 times what rounding can move either way of computing C (about 2e-15 of N + 2 B M).
-# Closer than that, C(y) is summed exactly: every decision is the exact sums' own.
-_LINE_TOLERANCE = 1e-12
+# target than _LINE_TOLERANCE * (k + 8) * (N + 2 B M), for k units, B the lines' summed slope
+# and M the largest |point|: 100 times what rounding can move either way of computing C (a plain
+# sum of k lines, or k terms summed exactly, each within a few float steps: below 1.2e-16 (k + 12)
+# (N + 2 B M)). Closer than that, C(y) is summed exactly: every decision is the exact sums' own.
+_LINE_TOLERANCE = 3e-14
 
 
 class _Cell:
@@ -235,12 +236,10 @@ class _Cell:
         elif x < self.x:  # the units whose piece starts after x
             self._read(compress(range(len(low)), map(gt, low, repeat(x))), x)
         self.x = x
-        try:
-            self.line = math.fsum(self.intercept), math.fsum(self.slope)
-        except (ValueError, OverflowError):  # a piece too narrow for its slope to be a float
-            self.line = math.nan, math.nan
+        self.line = sum(self.intercept), sum(self.slope)  # inf or nan: a piece too narrow
         units = self.units
-        self.tolerance = _LINE_TOLERANCE * (units.total + 2 * self.line[1] * units.magnitude)
+        scale = units.total + 2 * self.line[1] * units.magnitude
+        self.tolerance = _LINE_TOLERANCE * (len(low) + 8) * scale
         self.bounds = max(low), min(high)  # each the first unit's in unit order, as a set keeps it
         return self.bounds
 
@@ -334,19 +333,18 @@ class _Units:
     """The units of one trend as parallel lists: what each merged percentile searches."""
 
     def __init__(self, points: Iterable[Points]) -> None:
-        self.counts: list[int] = []
-        self.fractions: list[tuple[float, ...]] = []
-        self.values: list[tuple[float, ...]] = []
-        for count, fractions, values in points:
-            self.counts.append(count)
-            self.fractions.append(fractions)
-            self.values.append(values)
-        self.total = sum(self.counts)
-        self.n1 = [float(count) - 1.0 for count in self.counts]  # as count_bounds multiplies
-        self.ends = [len(values) - 1 for values in self.values]  # each one's last point
-        self.first = min(values[0] for values in self.values)  # the first unit's, in unit order
-        self.last = max(values[-1] for values in self.values)
+        counts, fractions, values = zip(*points, strict=True)
+        self.counts: list[int] = list(counts)
+        self.fractions: list[tuple[float, ...]] = list(fractions)
+        self.values: list[tuple[float, ...]] = list(values)
+        self.total = sum(counts)
+        self.n1 = list(map(sub, map(float, counts), repeat(1.0)))  # as count_bounds multiplies
+        self.ends = list(map(sub, map(len, values), repeat(1)))  # each one's last point
+        self.first = min(map(itemgetter(0), values))  # the first unit's, in unit order
+        self.last = max(map(itemgetter(-1), values))
         self.magnitude = max(abs(self.first), abs(self.last))
+        shared = fractions[0]  # every unit's fractions, when they are the same (all gridded)
+        self.shared = shared if fractions.count(shared) == len(fractions) else None
 
     @classmethod
     def of(cls, distributions: Iterable[Distribution]) -> _Units:
@@ -355,22 +353,29 @@ class _Units:
 
     def guess(self, fraction: float) -> float:
         """Where the `fraction` quantile should be: the units' own, weighted by their counts."""
-        own = map(getitem, self.values, map(bisect_left, self.fractions, repeat(fraction)))
+        if self.shared is not None:  # every unit has these fractions (every one gridded)
+            own = map(itemgetter(bisect_left(self.shared, fraction)), self.values)
+        else:
+            own = map(getitem, self.values, map(bisect_left, self.fractions, repeat(fraction)))
         try:
             return math.fsum(map(mul, self.counts, own)) / self.total
         except (OverflowError, ValueError):  # values near the largest float
             return math.nan
 
-    def search(self, fraction: float) -> tuple[float | None, float, _Cell, float]:
+    def search(
+        self, fraction: float, cell: _Cell | None = None
+    ) -> tuple[float | None, float, _Cell, float]:
         """(start, end, the cell [start, end), target) of merged_quantile; start None: end first.
 
         Finds the points a binary search over all of them would (C(start) < target <= C(end),
         consecutive), without sorting them: a probe x gives the cell [d, u) around it, C(d)
         and C(u) narrow [low, high], the points that can still be `end`, and Newton's step on
-        the cell's line picks the next probe. Near the answer few units change piece.
+        the cell's line picks the next probe. Near the answer few units change piece; a `cell`
+        left by another percentile of the trend is a start (only the units whose piece differs
+        are read again).
         """
         target = fraction * (self.total - 1) + 0.5
-        cell = _Cell(self)
+        cell = cell or _Cell(self)
         start: float | None = None  # the last point known to have C < target
         low, high = self.first, self.last  # C(last) = N >= target
         x = self.guess(fraction)
@@ -397,9 +402,9 @@ class _Units:
         start, end, cell, target = self.search(fraction)
         return end if start is None else cell.interpolate(start, end, target)
 
-    def percentile(self, fraction: float) -> tuple[float, float]:
+    def percentile(self, fraction: float, cell: _Cell) -> tuple[float, float]:
         """merged_quantile rounded to SIGNIFICANT_DIGITS, and that value's rank_error."""
-        start, end, cell, target = self.search(fraction)
+        start, end, cell, target = self.search(fraction, cell)
         if start is None:
             return round_significant(end), self.rank_error(end, fraction)
         value = cell.rounded(start, end, target)
@@ -448,10 +453,11 @@ def trend_percentiles(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """merge_percentiles over the units' points (`trend_points`) of one trend."""
     units = _Units(points)
+    cell = _Cell(units)  # each percentile starts where the one below it ended
     values: dict[str, float] = {}
     errors: dict[str, float] = {}
     for percent in sorted(set(percents)):
-        value, error = units.percentile(percent / 100)
+        value, error = units.percentile(percent / 100, cell)
         key = percentile_key(percent)
         values[key] = value
         errors[key] = round_up(error)
