@@ -103,12 +103,15 @@ def _merge_trend(
     """Merge one trend: exact min, max, count, weighted avg; percentiles from the units' points."""
     # A trend with count 0 exists only because a threshold names it; k6 writes zeros for it.
     sampled = {u: s for u, s in per_unit.items() if s.get("count") != 0}
-    counts = {u: as_count(s.get("count")) for u, s in sampled.items()}
-    unknown = [u for u, n in counts.items() if n is None]
-    lows = {u: as_number(s.get("min")) for u, s in sampled.items()}
-    highs = {u: as_number(s.get("max")) for u, s in sampled.items()}
-    mins = [n for n in lows.values() if n is not None]
-    maxes = [n for n in highs.values() if n is not None]
+    # Each unit's count, min, max and avg, read once.
+    read = [
+        (as_count(s.get("count")), as_number(s.get("min")), as_number(s.get("max")))
+        for s in sampled.values()
+    ]
+    counts = [count for count, _, _ in read]
+    unknown = [u for u, count in zip(sampled, counts, strict=True) if count is None]
+    mins = [low for _, low, _ in read if low is not None]
+    maxes = [high for _, _, high in read if high is not None]
     avgs = {u: n for u, s in sampled.items() if (n := as_number(s.get("avg"))) is not None}
     merged: dict[str, object] = {
         "min": min(mins, default=None),
@@ -123,15 +126,12 @@ def _merge_trend(
         if len(sampled) == 1:
             merged["avg"] = avgs.get(unknown[0])  # a single unit's avg is exact without a count
         return cast(MergedTrend, merged)
-    total = exact_sum(n or 0 for n in counts.values())
+    total = exact_sum(count or 0 for count in counts)
     merged["count"] = total
     if total and len(avgs) == len(sampled):
-        merged["avg"] = round_significant(
-            math.fsum(avgs[u] * (counts[u] or 0) for u in sampled) / total
-        )
-    points = [
-        p for u, s in sampled.items() if (p := trend_points(s, counts[u], lows[u], highs[u]))
-    ]
+        weighted = (avgs[u] * (count or 0) for u, count in zip(sampled, counts, strict=True))
+        merged["avg"] = round_significant(math.fsum(weighted) / total)
+    points = [p for s, r in zip(sampled.values(), read, strict=True) if (p := trend_points(s, *r))]
     if total and len(points) == len(sampled):
         values, errors = trend_percentiles(points, percents)
         merged.update(values)
