@@ -368,7 +368,8 @@ class _Units:
         """(start, end, the cell [start, end), target) of merged_quantile; start None: end first.
 
         Finds the points a binary search over all of them would (C(start) < target <= C(end),
-        consecutive), without sorting them: a probe x gives the cell [d, u) around it, C(d)
+        consecutive; the same ones while the exact sums of C never decrease from one point to
+        the next), without sorting them: a probe x gives the cell [d, u) around it, C(d)
         and C(u) narrow [low, high], the points that can still be `end`, and Newton's step on
         the cell's line picks the next probe. Near the answer few units change piece; a `cell`
         left by another percentile of the trend is a start (only the units whose piece differs
