@@ -5,7 +5,8 @@ JSON-serializable. Trends merge through k6's own percentiles on a fixed grid, wi
 rank error: docs/results.md. One job per module:
 
 - `results.summary`: one unit's summary (`trend_stats` for k6, `compact` for its databag);
-- `results.merge`: every unit's summary into one result (`aggregate`, `Distribution`);
+- `results.merge`: every unit's summary into one result (`aggregate`), its trends' percentiles
+  merged by `results.quantiles` (`Distribution`, `merged_quantile`, `rank_error`);
 - `results.thresholds`: k6's threshold syntax, judged on the merge (`parse_thresholds`,
   `evaluate`);
 - `results.report`: what the leader records and shows (`aggregate_run`, the library's
@@ -15,14 +16,16 @@ rank error: docs/results.md. One job per module:
 from results._numbers import SIGNIFICANT_DIGITS, percentile_key, rank_text
 from results.merge import (
     REPORTED_PERCENTILES,
-    VALUE_TOLERANCE,
-    Distribution,
     MergedCounter,
     MergedGauge,
     MergedRate,
     MergedResult,
     MergedTrend,
     aggregate,
+)
+from results.quantiles import (
+    VALUE_TOLERANCE,
+    Distribution,
     merge_percentiles,
     merged_quantile,
     rank_error,

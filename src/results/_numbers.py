@@ -18,6 +18,11 @@ _PERCENTILE_RE = re.compile(r"^p\(\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*\)$")
 
 def as_number(value: object) -> int | float | None:
     """A finite JSON number, or None (booleans, strings, NaN and infinities are not numbers)."""
+    kind = type(value)
+    if kind is float:  # the common cases first: every merge reads thousands
+        return value if math.isfinite(value) else None  # type: ignore[arg-type,return-value]
+    if kind is int:
+        return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, float) and not math.isfinite(value):
@@ -86,7 +91,7 @@ def as_mappings(section: object) -> dict[str, Mapping[str, object]]:
     """The name -> mapping items of a compact section (anything else is ignored)."""
     if not isinstance(section, Mapping):
         return {}
-    return {k: v for k, v in section.items() if isinstance(v, Mapping)}
+    return {k: v for k, v in section.items() if type(v) is dict or isinstance(v, Mapping)}
 
 
 def round_up(value: float, digits: int = 3, scale: int = 1) -> float:

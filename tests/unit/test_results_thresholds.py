@@ -177,6 +177,17 @@ def test_evaluate_percentile_the_aggregate_was_not_asked_for():
     ]
 
 
+def judged_alone_and_together(
+    units: dict[str, dict], thresholds: list[results.Threshold]
+) -> tuple[list[list[str]], list[str]]:
+    """Each unit's failures judged on its summary alone, and the run's on the merge."""
+    alone = [
+        results.evaluate(results.aggregate({u: s}, 1.0, thresholds), thresholds)
+        for u, s in units.items()
+    ]
+    return alone, results.evaluate(results.aggregate(units, 1.0, thresholds), thresholds)
+
+
 def test_evaluate_global_p95_fails_although_every_unit_passes_alone():
     # Arrange: two units of {0, 100}: k6 gives each p95 = 0 + 0.95 * 100 = 95, but the union
     # {0, 0, 100, 100} has p95 at position 0.95 * 3 = 2.85, between two 100s: 100.
@@ -184,11 +195,7 @@ def test_evaluate_global_p95_fails_although_every_unit_passes_alone():
     thresholds = results.parse_thresholds("t p(95)<99")
 
     # Act
-    alone = [
-        results.evaluate(results.aggregate({u: s}, 1.0, thresholds), thresholds)
-        for u, s in units.items()
-    ]
-    together = results.evaluate(results.aggregate(units, 1.0, thresholds), thresholds)
+    alone, together = judged_alone_and_together(units, thresholds)
 
     # Assert
     assert alone == [[], []]
@@ -200,11 +207,7 @@ def test_evaluate_global_p5_passes_although_every_unit_fails_alone():
     units = {"k6/0": {"trends": {"t": tiny([0, 100])}}, "k6/1": {"trends": {"t": tiny([0, 100])}}}
     thresholds = results.parse_thresholds("t p(5)<3")
 
-    alone = [
-        results.evaluate(results.aggregate({u: s}, 1.0, thresholds), thresholds)
-        for u, s in units.items()
-    ]
-    together = results.evaluate(results.aggregate(units, 1.0, thresholds), thresholds)
+    alone, together = judged_alone_and_together(units, thresholds)
 
     # Alone, one of 2 samples is below 5: 1/2 - 0.05 = 45 % rank from an exact p5.
     assert alone == [["t p(5)<3: p(5) is 5 (±45 % rank)"]] * 2
