@@ -330,7 +330,7 @@ class WholeRunSteps:
         script = f"{self.script_dir}/{payload.get('script_name') or 'script.js'}"
         self.container.push(f"{self.workdir}/{script}", text, make_dirs=True, permissions=0o644)
         environment = {str(k): str(v) for k, v in (payload.get("environment") or {}).items()}
-        command = teardown_command(script, environment, address)
+        command = teardown_command(script, environment, address, run.run_id)
         own = {"K6_K8S_UNIT": self.unit_name, "K6_K8S_RUN_ID": run.run_id}
         return self._run_teardown(whole, command, own, address)
 
@@ -356,19 +356,25 @@ class WholeRunSteps:
             self.stop(self.teardown_k6)
 
 
-def teardown_argv(script: str, environment: Mapping[str, str], address: str) -> list[str]:
+def teardown_argv(
+    script: str, environment: Mapping[str, str], address: str, run_id: str = ""
+) -> list[str]:
     """The fresh k6 that runs teardown(): paused, one VU, no setup, no thresholds, no summary."""
     argv = ["k6", "run", "--paused", "--no-setup", "--no-teardown", "--no-thresholds"]
     argv += ["--no-summary", "--no-usage-report", "--vus", "1", "--iterations", "1"]
     argv += ["--address", endpoint_of(address, TEARDOWN_PORT)]
+    if run_id:
+        argv += ["--tag", f"run_id={run_id}"]  # teardown()'s samples, like the run's
     for key, value in environment.items():
         argv += ["-e", f"{key}={value}"]
     return [*argv, script]
 
 
-def teardown_command(script: str, environment: Mapping[str, str], address: str) -> str:
+def teardown_command(
+    script: str, environment: Mapping[str, str], address: str, run_id: str = ""
+) -> str:
     """The teardown k6 as one shell-quoted Pebble command."""
-    return shlex.join(teardown_argv(script, environment, address))
+    return shlex.join(teardown_argv(script, environment, address, run_id))
 
 
 # k6's exit codes (errext/exitcodes) for what ended one `k6 run`.

@@ -21,7 +21,7 @@ What it reproduces (each measured against real k6 v1.1.0):
   health endpoint, which does nothing). SIGTERM: exit 105.
 - `POST /v1/setup`: 200 with no data (a script without setup()), or K6_STANDIN_SETUP_DATA's
   JSON as the data; `PUT /v1/setup`: 200, the body becomes the data; `POST /v1/teardown`: 200.
-  Each is logged (`setup`, `put_setup`, `teardown`) like the resume.
+  Each is logged (`setup`, `put_setup`, `teardown`) like the resume, and so is the exit.
 - `k6 inspect [flags] SCRIPT`: prints options with no thresholds (real k6's JSON shape, the
   fields the charm reads) and exits 0; 107 with K6_STANDIN_DIE_BEFORE_ARM, like a syntax
   error.
@@ -431,6 +431,7 @@ def main(argv: list[str]) -> int:
                 break
         time.sleep(TICK)
     server.server_close()
+    execution.log(execution.log_path, "exit")
     if code != EXIT_SCRIPT_ERROR:
         ran = execution.resumed_at is not None
         completed = ran and code not in (EXIT_SIGTERM, EXIT_STOPPED_API)

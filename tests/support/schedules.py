@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from k6_whole_run import TEARDOWN_PORT
 from tests.emulator.model import K6, ActionResult, CharmUnderTest, Hook, Model
 from tests.support import task_charm
 
@@ -65,7 +66,10 @@ SETUPS = {
     ),
     "k6": Setup(
         K6,
-        {"load-test": "export default function () {}", "arm-timeout": ARM_TIMEOUT},
+        {
+            "load-test": "export default function () {}\nexport function teardown() {}\n",
+            "arm-timeout": ARM_TIMEOUT,
+        },
         k6_path=str(STANDIN_BIN),
     ),
 }
@@ -146,6 +150,9 @@ class Checker:
     started: list[str] = field(default_factory=list)
     start_at: dict[str, float] = field(default_factory=dict)  # run id -> its start instant
     scheduled_at: dict[str, float] = field(default_factory=dict)  # charm clock, end of that hook
+    released_by: dict[str, float] = field(default_factory=dict)  # run id -> its hook's end (wall)
+    finished_in: dict[str, tuple[float, float]] = field(default_factory=dict)  # its hook (wall)
+    prepared: set[str] = field(default_factory=set)  # runs seen with Run.prepared set
 
     def fail(self, text: str) -> None:
         self.violations.append(text)
@@ -181,6 +188,8 @@ class Checker:
             self.fail(f"(d) run {before['run_id']} cleared without its last-run record: {last}")
         if run and not (before and before["run_id"] == run["run_id"]):
             self.started.append(run["run_id"])
+        if run and run.get("prepared") is not None:
+            self.prepared.add(run["run_id"])
         self.active, self.last_id = run, last_id
 
     def _check_deadlines(self, hook: Hook, model: Model, run: dict) -> None:
@@ -215,6 +224,9 @@ class Checker:
         by `_check_resume_times`).
         """
         run_id = run["run_id"]
+        self.released_by[run_id] = hook.started + hook.duration
+        if run.get("prepared") is None:
+            self.fail(f"(f) run {run_id} released before it was prepared")
         armed = ("busy",) if self.instant else ("busy", "pending")
         for name in run["participants"]:
             present = _present(model, name)
@@ -236,6 +248,9 @@ class Checker:
         run_id = last["run_id"]
         now = hook.started + hook.duration + model.clock_offset
         self.ended[run_id] = {"at": now, **last}
+        self.finished_in[run_id] = (hook.started, hook.started + hook.duration)
+        if run and run.get("prepared") is not None:
+            self.prepared.add(run_id)
         participants = list(run["participants"]) if run else list(last["units"])
         if set(last["units"]) != set(participants):
             self.fail(f"(d) run {run_id} recorded units {sorted(last['units'])}, {participants}")
@@ -371,6 +386,92 @@ def _log_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _events(paths: list[Path], app: str | None = None) -> list[dict]:
+    """Every event of these logs, each with `unit` (the log's unit index, when `app` is given)."""
+    found = []
+    for path in paths:
+        if not path.exists():
+            continue
+        for event in _log_events(path):
+            if app is not None:
+                event["unit"] = f"{app}/{path.stem}"
+            found.append(event)
+    return found
+
+
+def _within(checker: Checker, run_id: str, epoch_ns: int, what: str) -> None:
+    """(g) a step of the end ran in the hook that recorded the run's end."""
+    start, end = checker.finished_in.get(run_id, (math.inf, -math.inf))
+    if not start - 0.001 <= epoch_ns / 1e9 <= end + 0.001:
+        checker.fail(f"(g) {what} of run {run_id} at {epoch_ns / 1e9:.3f}, not in its finish hook")
+
+
+def _check_once_steps(checker: Checker, model: Model) -> None:
+    """(f)/(g) the library's stand-in: prepare once before the release, conclude once at the end.
+
+    Each unit's workload logs its prepare and conclude (tests/support/task_charm, ONCE_LOG).
+    """
+    units = [*model.units.values(), *model.departed]
+    events = _events([u.workdir / "once.log" for u in units])
+    for run_id, last in checker.ended.items():
+        prepares = [e for e in events if e["event"] == "prepare" and e["run_id"] == run_id]
+        concludes = [e for e in events if e["event"] == "conclude" and e["run_id"] == run_id]
+        if len(prepares) > 1 or len(concludes) > 1:
+            checker.fail(f"(f) run {run_id}: {len(prepares)} prepares, {len(concludes)} concludes")
+        released = checker.released_by.get(run_id)
+        if released is not None and not any(e["epoch_ns"] / 1e9 <= released for e in prepares):
+            checker.fail(f"(f) run {run_id} released at {released:.3f} without a prepare before")
+        if (run_id in checker.prepared) != bool(concludes) or bool(concludes) != bool(
+            last.get("concluded")
+        ):
+            checker.fail(
+                f"(g) run {run_id}: prepared {run_id in checker.prepared}, concluded "
+                f"{len(concludes)} time(s), recorded {last.get('concluded')}"
+            )
+        for event in concludes:
+            _within(checker, run_id, event["epoch_ns"], "the conclusion")
+
+
+def _check_k6_steps(checker: Checker, log_dir: Path, app: str) -> None:
+    """(f)/(g) k6: setup() once before any resume and its data to every unit before its own;
+    teardown() once, in the finish hook, after every participant's k6 exited.
+
+    The stand-ins log every setup, PUT, teardown and exit (tests/support/k6_standin.py).
+    """
+    events = _events(sorted(log_dir.glob("*.resume")), app)
+    for run_id, last in checker.ended.items():
+        mine = [e for e in events if e["run_id"] == run_id]
+        setups = [e["epoch_ns"] for e in mine if e["event"] == "setup"]
+        resumes = [e for e in mine if e["event"] == "resume"]
+        teardowns = [e for e in mine if e["event"] == "teardown"]
+        if len(setups) > 1 or len(teardowns) > 1:
+            checker.fail(f"(f) run {run_id}: {len(setups)} setups, {len(teardowns)} teardowns")
+        if resumes and (not setups or max(setups) > min(e["epoch_ns"] for e in resumes)):
+            checker.fail(f"(f) run {run_id} resumed before its setup(): {setups}")
+        for resume in resumes:
+            puts = [
+                e["epoch_ns"]
+                for e in mine
+                if e["event"] == "put_setup" and e["unit"] == resume["unit"]
+            ]
+            if not any(t <= resume["epoch_ns"] for t in puts):
+                checker.fail(f"(f) {resume['unit']} resumed for {run_id} before setup()'s data")
+        teardown = (last.get("concluded") or {}).get("teardown") or {}
+        if bool(teardowns) != bool(teardown.get("ran")):
+            checker.fail(f"(g) run {run_id}: {len(teardowns)} teardown(s), recorded {teardown}")
+        if run_id in checker.prepared and not teardown:
+            checker.fail(f"(g) run {run_id} was prepared and ended without a teardown record")
+        exits = [
+            e["epoch_ns"]
+            for e in mine
+            if e["event"] == "exit" and not e["address"].endswith(f":{TEARDOWN_PORT}")
+        ]
+        for event in teardowns:
+            _within(checker, run_id, event["epoch_ns"], "teardown()")
+            if exits and event["epoch_ns"] < max(exits):
+                checker.fail(f"(g) run {run_id}: teardown() before a participant's k6 exited")
+
+
 def _check_resume_times(checker: Checker, log_dir: Path, app: str) -> None:
     """(a), physically (ApiRelease): the stand-ins' own logs of when they were armed (paused
     before the run) and when each resume arrived.
@@ -382,12 +483,16 @@ def _check_resume_times(checker: Checker, log_dir: Path, app: str) -> None:
     for path in log_dir.glob("*.armed"):
         unit = f"{app}/{path.stem}"
         for event in _log_events(path):
+            if event["address"].endswith(f":{TEARDOWN_PORT}"):
+                continue  # the leader's teardown k6, paused for teardown() only
             armed.setdefault((unit, event["run_id"]), event["epoch_ns"] / 1e9)
     first: dict[str, float] = {}
     count: Counter[tuple[str, str]] = Counter()
     for path in log_dir.glob("*.resume"):
         unit = f"{app}/{path.stem}"
         for event in _log_events(path):
+            if event["event"] != "resume":
+                continue  # setup, put_setup, teardown, exit: _check_k6_steps
             run_id, arrived = event["run_id"], event["epoch_ns"] / 1e9
             count[unit, run_id] += 1
             first[run_id] = min(first.get(run_id, math.inf), arrived)
@@ -461,6 +566,7 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
             "PYTHONPATH": str(ROOT),
             "K6_STANDIN_RUN_SECONDS": "0.1",
             "K6_STANDIN_MAX_SECONDS": "60",
+            "K6_STANDIN_SETUP_DATA": '{"token":"from-setup"}',
             "TASK_STANDIN_RUN_SECONDS": "0.1",
         },
         on_hook=checker,
@@ -483,6 +589,10 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
             _check_start_times(checker, model)
         else:
             _check_resume_times(checker, log_dir, setup.charm.app)
+        if setup.charm is K6:
+            _check_k6_steps(checker, log_dir, setup.charm.app)
+        else:
+            _check_once_steps(checker, model)
     finally:
         left = model.close()
         if left:

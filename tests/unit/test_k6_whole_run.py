@@ -200,7 +200,7 @@ def test_the_whole_run_survives_the_databag_round_trip():
 
 
 def test_teardown_runs_in_a_fresh_paused_k6_of_one_vu_without_setup_or_thresholds():
-    argv = k6_whole_run.teardown_argv("tests/t.js", {"TARGET": "x y"}, "10.1.0.7")
+    argv = k6_whole_run.teardown_argv("tests/t.js", {"TARGET": "x y"}, "10.1.0.7", "r1")
 
     assert argv == [
         "k6",
@@ -217,6 +217,8 @@ def test_teardown_runs_in_a_fresh_paused_k6_of_one_vu_without_setup_or_threshold
         "1",
         "--address",
         "10.1.0.7:6566",
+        "--tag",
+        "run_id=r1",
         "-e",
         "TARGET=x y",
         "tests/t.js",
