@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+import k6_script
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.77.3.1"  # loopback only; away from the 127.0.0.x addresses other tests use
 RESUME = {"data": {"type": "status", "id": "default", "attributes": {"paused": False}}}
@@ -119,9 +121,11 @@ def test_resume_runs_then_exits_with_configured_code(start_standin, tmp_path):
     assert response.json()["data"]["attributes"]["paused"] is False
     assert standin.wait_status(7)["running"] is True
     assert standin.exit_code() == 99
-    (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+    entry, ended = [json.loads(line) for line in log.read_text().splitlines()]
     assert entry["event"] == "resume"
     assert before <= entry["epoch_ns"] <= after
+    assert (ended["event"], ended["run_id"]) == ("exit", "x")
+    assert ended["epoch_ns"] >= entry["epoch_ns"]
     metrics = json.loads(summary.read_text())["metrics"]
     assert metrics["iterations"]["count"] == 5
     assert metrics["http_reqs"] == {"count": 0, "rate": 0}
@@ -186,3 +190,30 @@ def test_wrong_method_and_health_path_change_nothing(start_standin):
     assert (health.status_code, health.text) == (200, "ok")
     assert standin.patch(b"nonsense").status_code == 400
     assert standin.status()["paused"] is True
+
+
+def test_setup_put_and_teardown_answer_as_k6_and_are_logged(start_standin, tmp_path):
+    log = tmp_path / "events.log"
+    standin = start_standin("--tag", "run_id=y", log=str(log))
+    standin.wait_status(4)
+    base = standin.url.removesuffix("/v1/status")
+
+    setup = httpx.post(f"{base}/v1/setup", timeout=5)
+    put = httpx.put(f"{base}/v1/setup", content=b'{"token":"t"}', timeout=5)
+    teardown = httpx.post(f"{base}/v1/teardown", timeout=5)
+
+    assert setup.json() == {"data": {"type": "setupData", "id": "default", "attributes": {}}}
+    assert put.json()["data"]["attributes"] == {"data": {"token": "t"}}
+    assert teardown.status_code == 200
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert events == ["setup", "put_setup", "teardown"]
+
+
+def test_inspect_prints_the_options_of_a_script_without_any(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.k6_standin", "inspect", "s.js"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+
+    assert done.returncode == 0
+    assert k6_script.parse_options(done.stdout).thresholds == ()

@@ -241,7 +241,7 @@ import ops
 
 LIBID = "28c9808dd4d5494197c89ce24d0b8221"
 LIBAPI = 0
-LIBPATCH = 4
+LIBPATCH = 5
 
 # Relation.load/save (typed databags) arrived in ops 2.18 (this repository pins ops 3.9.0).
 PYDEPS = ["ops>=2.18"]
@@ -259,6 +259,11 @@ PASSED, FAILED, STOPPED = "passed", "failed", "stopped"
 STOPPED_BY_USER = "stopped by user"
 STOP_GRACE_SECONDS = 60.0  # how long a stopping run waits for its units' reports
 MAX_STEPS = 8  # decisions carried out in one hook, at most
+# The records' format: written into each of them; a unit reads any record up to its own format
+# (an older one has no `format` and fills what it lacks with defaults) and refuses a newer one
+# with a clear status (UnreadableRecord). 1: LIBPATCH <= 3; 2: LIBPATCH 4 (prepare, watch,
+# conclude, stops_everyone). Bump it when a reader of the previous format would misread.
+FORMAT = 2
 PEBBLE = "/charm/bin/pebble"  # the pebble CLI inside a Juju sidecar's workload container
 _UNIT_NUMBER = re.compile(r"/(\d+)$")
 
@@ -301,17 +306,21 @@ class Run:
     stop_deadline: float | None = None
     prepared: Mapping[str, Any] | None = None  # Workload.prepare's info; None: not prepared yet
     watcher: str = ""  # the leader that started Workload.watch for this run
+    format: int = FORMAT
 
     def __post_init__(self):
         if self.phase not in PHASES:
-            raise ValueError(f"unknown phase {self.phase!r}")
+            raise UnreadableRecord(f"unknown phase {self.phase!r}")
         object.__setattr__(self, "participants", tuple(self.participants))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Run:
-        """From the databag's JSON (keys a newer revision added are ignored)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """From the databag's JSON (keys a newer revision added are ignored).
+
+        Raises:
+            UnreadableRecord: a newer format, or not a run this library can act on.
+        """
+        return _build(cls, _readable(cls, data, "the run"), "the run")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -378,6 +387,12 @@ class UnitReport:
     started_at: float | None = None  # InstantRelease: when this unit handed over the instant
     ended_at: float | None = None  # when this unit reported its end
     stop_run: str = ""  # why this unit's end stops every other participant (Workload's call)
+    format: int = FORMAT
+
+    def __post_init__(self):
+        _check_format(self.format, "a unit's report")
+        if self.status not in (IDLE, PENDING, BUSY) or not isinstance(self.run_id, str):
+            raise UnreadableRecord(f"a unit's report with status {self.status!r}")
 
     @property
     def live(self) -> bool:
@@ -443,15 +458,23 @@ class LastRun:
     headline: str = ""
     info: Mapping[str, Any] = field(default_factory=dict)
     concluded: Mapping[str, Any] = field(default_factory=dict)  # Workload.conclude's info
+    format: int = FORMAT
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LastRun:
-        """From JSON."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["units"] = {u: UnitLine.from_dict(v) for u, v in (data.get("units") or {}).items()}
-        values["failures"] = tuple(values.get("failures") or ())
-        return cls(**values)
+        """From JSON (keys a newer revision added are ignored).
+
+        Raises:
+            UnreadableRecord: a newer format, or not a record.
+        """
+        values = _readable(cls, data, "the last-run record")
+        try:
+            units = (data.get("units") or {}).items()
+            values["units"] = {u: UnitLine.from_dict(v) for u, v in units}
+            values["failures"] = tuple(values.get("failures") or ())
+        except (TypeError, AttributeError, ValueError) as e:
+            raise UnreadableRecord(f"the last-run record is damaged: {e}") from None
+        return _build(cls, values, "the last-run record")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -469,6 +492,37 @@ class Aggregate:
     failures: Sequence[str] = ()  # each fails the run, e.g. a global threshold
     lines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # unit -> short line
     headline: str = ""  # one line for the application status
+
+
+class UnreadableRecord(ValueError):
+    """A databag record this library cannot act on (a newer format, or damaged); str() says why."""
+
+
+def _check_format(version: object, what: str) -> None:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UnreadableRecord(f"{what} has no readable format ({version!r})")
+    if version > FORMAT:
+        raise UnreadableRecord(
+            f"{what} has format {version}, newer than this revision's {FORMAT} (LIBPATCH "
+            f"{LIBPATCH}): refresh this unit to the charm revision that wrote it"
+        )
+
+
+def _build(cls: type, values: Mapping[str, Any], what: str) -> Any:
+    """The record from its fields; a field missing or of the wrong shape makes it unreadable."""
+    try:
+        return cls(**values)
+    except (TypeError, AttributeError, ValueError) as e:
+        raise UnreadableRecord(f"{what} is damaged: {e}") from None
+
+
+def _readable(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The known fields of a record read from JSON, once its format is one this library reads."""
+    if not isinstance(data, Mapping):
+        raise UnreadableRecord(f"{what} is not a JSON object")
+    _check_format(data.get("format", 1), what)
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in known}
 
 
 @dataclass
@@ -756,6 +810,7 @@ class SynchronizedTask(ops.Object):
         self.release = release
         self.aggregate = aggregate
         self.clock = clock
+        self.unreadable = ""  # why a record in the peer relation cannot be read (this hook)
         on = charm.on
         for event in (
             on[relation_name].relation_changed,
@@ -780,8 +835,15 @@ class SynchronizedTask(ops.Object):
         return self.charm.model.get_relation(self.relation_name)
 
     def _app_data(self) -> AppData:
+        """The app databag; empty (and `unreadable` says why) when it cannot be read."""
         relation = self.relation
-        return relation.load(AppData, self.charm.app) if relation else AppData()
+        if relation is None:
+            return AppData()
+        try:
+            return relation.load(AppData, self.charm.app)
+        except (UnreadableRecord, ValueError, TypeError) as e:  # a newer format, or damaged
+            self.unreadable = f"the application databag: {e}"
+            return AppData()
 
     def _save_app(self, data: AppData) -> None:
         relation = self.relation
@@ -800,9 +862,17 @@ class SynchronizedTask(ops.Object):
         relation.save(report, self.charm.unit)
 
     def _own_report(self) -> UnitReport:
-        """This unit's report (without decoding every peer's)."""
+        """This unit's report (without decoding every peer's); a fresh one if unreadable."""
         relation = self.relation
-        return relation.load(UnitReport, self.charm.unit) if relation else UnitReport()
+        return self._report(relation, self.charm.unit, "") if relation else UnitReport()
+
+    def _report(self, relation: ops.Relation, unit: ops.Unit, run_id: str) -> UnitReport:
+        """A unit's report; one it cannot read counts as that unit's failure in `run_id`."""
+        try:
+            return relation.load(UnitReport, unit)
+        except (UnreadableRecord, ValueError, TypeError) as e:
+            logger.warning("the report of %s is unreadable: %s", unit.name, e)
+            return UnitReport(status=IDLE, run_id=run_id, error=f"unreadable report: {e}")
 
     @property
     def run(self) -> Run | None:
@@ -814,12 +884,12 @@ class SynchronizedTask(ops.Object):
         """The record of the last run that ended."""
         return self._app_data().last_run
 
-    def reports(self) -> dict[str, UnitReport]:
-        """Every present unit's report, this one's included."""
+    def reports(self, run_id: str = "") -> dict[str, UnitReport]:
+        """Every present unit's report, this one's included (`run_id`: the active run's)."""
         relation = self.relation
         reports = {self.charm.unit.name: self._own_report()}
         if relation is not None:
-            reports.update({u.name: relation.load(UnitReport, u) for u in relation.units})
+            reports.update({u.name: self._report(relation, u, run_id) for u in relation.units})
         return reports
 
     def bind_address(self) -> str:
@@ -857,6 +927,8 @@ class SynchronizedTask(ops.Object):
         if relation is None:
             raise TaskRefused("the peer relation is not ready yet; retry in a moment")
         data = self._app_data()
+        if self.unreadable:
+            raise TaskRefused(f"cannot read {self.unreadable}")
         if data.run is not None:
             raise TaskRefused(f"run {data.run.run_id} is already active ({data.run.phase})")
         now = self.clock()
@@ -950,7 +1022,7 @@ class SynchronizedTask(ops.Object):
     def _observe(self, check_workload: bool, hook: HookResults) -> Observed:
         """Snapshot of everything the state machine decides on, this hook's results included."""
         data = self._app_data()
-        units = self.reports()
+        units = self.reports(data.run.run_id if data.run else "")
         mine = units[self.charm.unit.name]
         running = self._running() if (check_workload or mine.live) else False
         payload_ok = data.run is None or (
@@ -974,6 +1046,7 @@ class SynchronizedTask(ops.Object):
             released=hook.released,
             prepare_error=hook.prepare_error,
             concluded=hook.concluded,
+            unreadable=self.unreadable,
             done=tuple(hook.done),
         )
 
@@ -1071,7 +1144,7 @@ class SynchronizedTask(ops.Object):
             self._halt(action, observed, hook)
         mine = observed.units.get(self.charm.unit.name, UnitReport())
         notice = action.notice or self._done_notice(action.run_id)
-        self._save_unit(self._ended(mine, notice, "", observed.run))
+        self._save_unit(self._ended(mine, notice, action.error, observed.run))
 
     def _ended(
         self, base: UnitReport, notice: Mapping[str, str] | None, error: str, run: Run | None
@@ -1235,7 +1308,11 @@ class SynchronizedTask(ops.Object):
         if self.relation is None:
             event.add_status(ops.WaitingStatus("waiting for the peer relation"))
             return
-        event.add_status(unit_status(self.run, self._own_report(), self.charm.unit.name))
+        run = self.run
+        if self.unreadable:
+            event.add_status(ops.BlockedStatus(f"cannot read {self.unreadable}"[:120]))
+            return
+        event.add_status(unit_status(run, self._own_report(), self.charm.unit.name))
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         """The run's phase and progress, or the last outcome (leader)."""
@@ -1277,6 +1354,7 @@ class Collect:
     run_id: str
     stop: bool
     notice: Mapping[str, str] | None = None
+    error: str = ""  # why, when it is not the workload's own end
 
 
 @dataclass(frozen=True)
@@ -1389,6 +1467,7 @@ class Observed:
     released: Mapping[str, Outcome] | None = None  # a release carried out in this hook
     prepare_error: str = ""  # the workload's prepare refused the release in this hook
     concluded: Concluded | None = None  # the workload's conclusion, reached in this hook
+    unreadable: str = ""  # the app databag cannot be read here (a newer format): why
     done: tuple[Action, ...] = ()  # the decisions already carried out in this hook
 
 
@@ -1424,6 +1503,10 @@ def decide_unit(o: Observed) -> list[Action]:
     """What this unit does for itself, as a participant (or a bystander)."""
     mine = o.units.get(o.me, UnitReport())
     run = o.run
+    if o.unreadable:  # a newer revision's run: this unit cannot take part; it ends its share
+        if mine.live:
+            return [Collect(mine.run_id, stop=o.running, error=f"cannot read {o.unreadable}")]
+        return [Halt()] if o.running else []
     if run is None or o.me not in run.participants:
         # No run for me: nothing may keep running, nobody may stay busy. An idle unit keeps its
         # report (e.g. its workload's wrapper still exiting after the done notice was handled).
@@ -1452,7 +1535,7 @@ def decide_unit(o: Observed) -> list[Action]:
 def decide_leader(o: Observed) -> list[Action]:
     """What the leader does for the run as a whole."""
     run = o.run
-    if not o.is_leader or run is None:
+    if not o.is_leader or run is None or o.unreadable:  # never write over what it cannot read
         return []
     if o.stop_requested and run.phase != STOPPING:
         return [Abort(STOPPED_BY_USER)]
