@@ -383,16 +383,20 @@ def test_leader_releases_everyone_when_the_last_participant_reports_busy(tmp_pat
     assert out.app_status.message.endswith("s")
 
 
-def test_the_leader_runs_setup_on_its_own_k6_then_releases_everyone(tmp_path, fake_k6):
+def leader_sees_every_participant_armed_before_setup(tmp_path) -> testing.State:
+    """The leader's relation-changed from k6/1 when both are armed for r1, not yet prepared."""
     context = ctx()
     relation = peers(
-        app=app_data(),  # not prepared yet
+        app=app_data(),
         me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
         others={1: unit_data(status="busy", run_id="r1", endpoint=endpoint())},
     )
     st = state(tmp_path, relation, containers={running(tmp_path)})
+    return context.run(context.on.relation_changed(relation, remote_unit=1), st)
 
-    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+
+def test_the_leader_runs_setup_on_its_own_k6_then_releases_everyone(tmp_path, fake_k6):
+    out = leader_sees_every_participant_armed_before_setup(tmp_path)
 
     run = app_of(out)["run"]
     assert fake_k6.posts == ["/v1/setup"]  # once, on the leader's own k6
@@ -403,15 +407,7 @@ def test_the_leader_runs_setup_on_its_own_k6_then_releases_everyone(tmp_path, fa
 
 
 def test_a_setup_that_cannot_run_aborts_the_run_before_any_release(tmp_path):
-    context = ctx()  # no k6 answers at the leader's own address
-    relation = peers(
-        app=app_data(),  # not prepared yet
-        me=unit_data(status="busy", run_id="r1", endpoint=endpoint()),
-        others={1: unit_data(status="busy", run_id="r1", endpoint=endpoint())},
-    )
-    st = state(tmp_path, relation, containers={running(tmp_path)})
-
-    out = context.run(context.on.relation_changed(relation, remote_unit=1), st)
+    out = leader_sees_every_participant_armed_before_setup(tmp_path)  # no k6 answers there
 
     run = app_of(out)["run"]
     assert run["phase"] == STOPPING

@@ -19,6 +19,7 @@ from charms.k6_k8s.v0.synchronized_task import (
     STOPPING,
     Abort,
     ApiRelease,
+    AppData,
     Conclude,
     Concluded,
     Finish,
@@ -233,18 +234,22 @@ def test_a_record_without_a_conclusion_has_an_empty_one():
 # ------------------------------------------------------------ on a charm (ops.testing)
 
 
-def test_a_leader_with_every_unit_armed_prepares_then_releases_in_one_hook(raw_server):
+def every_unit_armed_for_an_unprepared_run(raw_server, workload: FakeWorkload) -> AppData:
+    """The leader's relation-changed when every unit is armed and the run is not prepared."""
     servers = [raw_server(Recorder()) for _ in UNITS]
-    workload = FakeWorkload(prepared=Prepared(info={"data": "token"}))
     ctx = context(workload, ApiRelease(port=servers[0].port))
     endpoints = [s.endpoint for s in servers]
     run = replace(scenario_run(ARMING), prepared=None)
     others = {1: at(endpoints[1]), 2: at(endpoints[2])}
     relation = peers(app_bag(run), mine=at(endpoints[0]), others=others)
-
     out = ctx.run(ctx.on.relation_changed(relation, remote_unit=2), state(relation))
+    return app_out(out, relation)
 
-    after = app_out(out, relation).run
+
+def test_a_leader_with_every_unit_armed_prepares_then_releases_in_one_hook(raw_server):
+    workload = FakeWorkload(prepared=Prepared(info={"data": "token"}))
+
+    after = every_unit_armed_for_an_unprepared_run(raw_server, workload).run
     assert after is not None and after.phase == RUNNING
     assert after.prepared == {"data": "token"}
     assert [c for c, _ in workload.calls if c in ("prepare", "release_request")] == [
@@ -254,21 +259,13 @@ def test_a_leader_with_every_unit_armed_prepares_then_releases_in_one_hook(raw_s
 
 
 def test_a_refused_preparation_stops_every_armed_unit_and_releases_nobody(raw_server):
-    servers = [raw_server(Recorder()) for _ in UNITS]
     workload = FakeWorkload(prepared=Prepared(error="setup() failed on app/0: Error: boom"))
-    ctx = context(workload, ApiRelease(port=servers[0].port))
-    endpoints = [s.endpoint for s in servers]
-    run = replace(scenario_run(ARMING), prepared=None)
-    others = {1: at(endpoints[1]), 2: at(endpoints[2])}
-    relation = peers(app_bag(run), mine=at(endpoints[0]), others=others)
 
-    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=2), state(relation))
-
-    after = app_out(out, relation).run
+    after = every_unit_armed_for_an_unprepared_run(raw_server, workload).run
     assert after is not None and after.phase == STOPPING
     assert after.reason == "setup() failed on app/0: Error: boom"
     assert workload.called("release_request") == []
-    assert workload.called("stop_remote") == [endpoints]
+    assert [len(e) for e in workload.called("stop_remote")] == [3]  # every armed unit
 
 
 def test_the_last_end_concludes_and_records_the_conclusion():
