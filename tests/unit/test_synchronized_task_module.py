@@ -175,3 +175,42 @@ def test_the_comparison_sees_a_difference_in_the_example():
 
     assert isinstance(eater, ast.Module) and isinstance(charm, ast.Module)
     assert definitions(changed) != definitions(eater) + definitions(charm)
+
+
+SECTIONS = (
+    "records (databag models)",
+    "the workload side",
+    "release mechanisms",
+    "the one-shot service",
+    "the charm side",
+    "decisions",
+    "outcome and statuses",
+    "the release fan-out",
+)
+
+
+def test_the_library_reads_top_down_in_its_sections_order():
+    text = Path(lib.__file__).read_text()
+
+    found = [line.split(" ", 2)[2] for line in text.splitlines() if line.startswith("# ------")]
+
+    assert tuple(found) == SECTIONS
+
+
+def test_no_module_of_the_charm_is_over_700_lines_nor_a_function_over_60():
+    root = Path(__file__).resolve().parents[2]
+    modules = [*(root / "src").rglob("*.py"), *(root / "lib").rglob("*.py")]
+    library = Path(lib.__file__).resolve()
+
+    long_files = [
+        str(p) for p in modules if p.resolve() != library and p.read_text().count("\n") > 700
+    ]
+    long_functions = [
+        f"{p.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for p in modules
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (node.end_lineno or 0) - node.lineno + 1 > 60
+    ]
+
+    assert (long_files, long_functions) == ([], [])
