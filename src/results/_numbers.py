@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal
 
@@ -16,14 +17,22 @@ SIGNIFICANT_DIGITS = 6
 _PERCENTILE_RE = re.compile(r"^p\(\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*\)$")
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
 def as_number(value: object) -> int | float | None:
-    """A finite JSON number, or None (booleans, strings, NaN and infinities are not numbers)."""
+    """A finite JSON number, or None.
+
+    Booleans, strings, NaN, infinities and integers too large for a float are not numbers.
+    """
     kind = type(value)
     if kind is float:  # the common cases first: every merge reads thousands
         return value if math.isfinite(value) else None  # type: ignore[arg-type,return-value]
-    if kind is int:
-        return value  # type: ignore[return-value]
+    if kind is int:  # one beyond float range would raise OverflowError in the float maths
+        return value if -_FLOAT_MAX <= value <= _FLOAT_MAX else None  # type: ignore[operator]
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None

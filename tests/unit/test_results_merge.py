@@ -295,3 +295,19 @@ def test_aggregate_is_json_serializable():
     merged = results.aggregate(per_unit, duration_s=None)
 
     assert json.loads(json.dumps(merged)) == merged
+
+
+def test_an_integer_too_large_for_a_float_in_a_databag_is_ignored_not_a_crash():
+    # A unit's databag is JSON: nothing stops it holding 10**400 (k6 never writes one).
+    huge = 10**400
+    summaries = {
+        "k6/0": {"trends": {"t": {"min": 1, "max": huge, "avg": 2.0, "count": huge}}},
+        "k6/1": {"trends": {"t": {"min": 1, "max": 3, "avg": 2.0, "count": 3}}},
+        "k6/2": {"counters": {"http_reqs": huge}},
+    }
+
+    merged = results.aggregate(summaries, duration_s=1.0)
+
+    assert merged["trends"]["t"]["max"] == 3  # the unreadable max is left out, not raised on
+    assert merged["trends"]["t"]["count"] is None  # k6/0's count is unknown
+    assert "http_reqs" not in merged["counters"]

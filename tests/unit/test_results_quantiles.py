@@ -11,6 +11,7 @@ import json
 import math
 import random
 import re
+import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, Decimal
@@ -326,8 +327,12 @@ REFERENCE_PERCENTILE = re.compile(r"^p\(\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*\)$"
 
 
 def reference_number(value: object) -> int | float | None:
+    # as the old code, but an integer beyond float range is no number (the old code raised
+    # OverflowError on it in the merge's float maths: a hook error)
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    return value if number and (type(value) is int or math.isfinite(value)) else None  # type: ignore
+    if number and type(value) is int:
+        return value if abs(value) <= sys.float_info.max else None  # type: ignore[arg-type]
+    return value if number and math.isfinite(value) else None  # type: ignore
 
 
 def reference_count(value: object) -> int | None:
