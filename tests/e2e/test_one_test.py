@@ -188,3 +188,43 @@ def test_a_stopped_run_still_runs_teardown_once(make_model, target):
     assert paths(target)["/teardown"]["count"] == 1
     assert paths(target)["/teardown"]["first"] >= paths(target)["/load"]["last"]
     assert_all_idle(model)
+
+
+def test_a_failing_teardown_fails_the_run_and_says_why(make_model, target):
+    script = scripts.one_test(iterations=12, vus=3).replace(
+        "export function teardown(data) {",
+        "export function teardown(data) { throw new Error('no');",
+    )
+    model = make_model(UNITS, configure(target, script))
+
+    last = run_to_end(model)
+    results = model.action(0, "results").results
+
+    assert last["outcome"] == "failed"
+    assert last["reason"].startswith("teardown() failed on k6/0: Error: no")
+    assert results["teardown"].startswith("failed on k6/0: Error: no")
+    assert results["exit-code"] == "107"  # as one `k6 run` whose teardown throws
+    assert paths(target)["/load"]["count"] == 12
+    assert_all_idle(model)
+
+
+def test_when_the_unit_that_ran_setup_is_gone_teardown_runs_on_the_new_leader(make_model, target):
+    script = scripts.one_test(
+        executor="{ executor: 'constant-vus', vus: 3, duration: '6s' }", load="sleep(0.05);"
+    )
+    model = make_model(UNITS, configure(target, script))
+    run_id = model.action(0, "start").results["run-id"]
+    model.settle(lambda: model.app["run"]["phase"] == "running", timeout=30)
+
+    model.remove_unit(0)  # the leader, whose k6 ran setup(), goes away mid-run
+    model.elect(1)
+    model.settle(lambda: model.finished(run_id), timeout=60)
+
+    last = model.app["last_run"]
+    assert last["outcome"] == "failed"
+    assert last["reason"] == "lost during the run: k6/0"
+    assert last["concluded"]["setup"] == {"unit": "k6/0"}
+    assert last["concluded"]["teardown"] == {"ran": True, "unit": "k6/1"}
+    assert paths(target)["/setup"]["count"] == 1
+    assert paths(target)["/teardown"]["count"] == 1
+    assert len(target.stats()["tokens"]) == 1  # the new leader used setup()'s own data

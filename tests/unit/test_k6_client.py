@@ -488,3 +488,19 @@ def test_setup_and_teardown_against_nothing_listening_say_so(dead_endpoint: str)
     assert answer.data is None and f"k6 at {dead_endpoint} did not answer" in answer.error
     assert error is not None and f"k6 at {dead_endpoint} did not answer" in error
     assert errors[dead_endpoint] is not None and "ConnectError" in errors[dead_endpoint]
+
+
+def test_real_k6_setup_past_its_setup_timeout_gives_k6s_own_timeout_text(lifecycle_k6):
+    slow = LIFECYCLE.replace(
+        "export const options = { vus: 1, iterations: 1 };",
+        "export const options = { vus: 1, iterations: 1, setupTimeout: '1s' };",
+    ).replace(
+        "  if (__ENV.SETUP_THROWS)",
+        "  while (Date.now() < __ENV.UNTIL * 1) {}\n  if (__ENV.SETUP_THROWS)",
+    )
+    _, endpoint = lifecycle_k6(slow, UNTIL=str(int((time.time() + 30) * 1000)), WANT="x")
+
+    answer = k6_client.run_setup(endpoint, timeout=20)
+
+    assert answer.data is None
+    assert "setup" in answer.error and "timed out" in answer.error, answer

@@ -155,3 +155,21 @@ def test_iteration_and_vu_ids_in_test_are_unique_across_units_but_vu_restarts_on
     assert sorted({line["vu"] for lines in seen for line in lines}) == [1, 2, 3, 4, 5, 6]
     # __VU (exec.vu.idInInstance) counts the unit's own VUs: 1 and 2 on every unit
     assert [sorted({line["env"] for line in lines}) for lines in seen] == [[1, 2]] * UNITS
+
+
+def test_a_scenarios_start_time_holds_on_every_unit(tmp_path):
+    # startTime is a minimum delay from the start of the run: no unit's share of the scenario
+    # begins earlier (each k6 keeps the whole timeline; segments only split the load).
+    script = (
+        "import exec from 'k6/execution';\n"
+        "export const options = { scenarios: { later: { executor: 'per-vu-iterations', vus: 3, "
+        "iterations: 1, startTime: '1s' } } };\n"
+        "export default function () { console.log(JSON.stringify({ t: "
+        "exec.instance.currentTestRunDuration })); }\n"
+    )
+
+    one_and_split(tmp_path, script)
+
+    elapsed = [line["t"] for i in range(UNITS) for line in _logged(tmp_path, f"part{i}")]
+    assert len(elapsed) == 3
+    assert all(ms >= 1000 for ms in elapsed), elapsed
