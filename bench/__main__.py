@@ -24,7 +24,7 @@ SECTIONS: dict[str, Section] = {"skew": resume_skew.run}
 
 # Other sections live in their own modules; each exposes SECTIONS (name → callable) and is
 # picked up when present.
-for _module in ("bench.coordination", "bench.databag"):
+for _module in ("bench.coordination", "bench.databag", "bench.aborts"):
     try:
         _sections = __import__(_module, fromlist=["SECTIONS"]).SECTIONS
     except ModuleNotFoundError as e:

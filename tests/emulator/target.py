@@ -41,12 +41,21 @@ class _Recorder:
             self.first.setdefault(unit, when)
             self.last[unit] = when
             seen = self.paths.setdefault(
-                path, {"count": 0, "first": when, "last": when, "by_unit": {}, "first_by_unit": {}}
+                path,
+                {
+                    "count": 0,
+                    "first": when,
+                    "last": when,
+                    "by_unit": {},
+                    "first_by_unit": {},
+                    "last_by_unit": {},
+                },
             )
             seen["count"] += 1
             seen["last"] = when
             seen["by_unit"][unit] = seen["by_unit"].get(unit, 0) + 1
             seen["first_by_unit"].setdefault(unit, when)
+            seen["last_by_unit"][unit] = when
             if token is not None:
                 self.tokens[token] = self.tokens.get(token, 0) + 1
 
