@@ -52,6 +52,25 @@ export const options = {{
 }};
 export default function () {{ sleep(0.2); }}
 """
+ONE_TEST = f"""
+import exec from 'k6/execution';
+import {{ sleep }} from 'k6';
+export const options = {{
+  scenarios: {{
+    shared: {{ executor: 'shared-iterations', vus: 3, iterations: {ITERATIONS},
+              maxDuration: '60s' }},
+  }},
+  thresholds: {{ iterations: ['count>={ITERATIONS}'] }},
+}};
+export function setup() {{ return {{ token: 'once' }}; }}
+export default function (data) {{
+  if (!data || data.token !== 'once') exec.test.abort('setup() data missing');
+  sleep(0.2);
+}}
+export function teardown(data) {{
+  if (!data || data.token !== 'once') throw new Error('teardown() got ' + JSON.stringify(data));
+}}
+"""
 LONG_TEST = """
 import { sleep } from 'k6';
 export const options = {
@@ -247,6 +266,23 @@ async def test_related_charm_test_runs(ops_test: OpsTest):
 
     assert results["outcome"] == "passed", results
     _assert_exit_codes(results, "0")
+
+
+async def test_setup_and_teardown_run_once_and_thresholds_judge_the_whole_run(ops_test: OpsTest):
+    """One test on 3 units: setup() once, its data on every unit, teardown() once with it, the
+    script's threshold on the whole run's iterations (each unit alone would fail it).
+    """
+    leader = await _leader(ops_test)
+
+    run_id = await _start(leader, script=ONE_TEST)
+    results = await _wait_for_results(leader, run_id)
+
+    assert results["outcome"] == "passed", results
+    assert results["exit-code"] == "0", results
+    assert results["setup"] == f"ran on {leader.name}", results
+    assert results["teardown"] == f"ran on {leader.name}", results
+    _assert_exit_codes(results, "0")  # no unit aborted for want of setup()'s data
+    assert _total_iterations(results["table"]) == str(ITERATIONS), results["table"]
 
 
 async def test_stop_mid_run_records_the_run_stopped(ops_test: OpsTest):
