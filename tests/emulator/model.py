@@ -239,6 +239,9 @@ class Hook:
     leader: bool = False  # its unit led when it started
     seen: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)  # others'
     seen_app: Mapping[str, str] = field(default_factory=dict, repr=False)  # databags it read
+    # concurrent mode, how late the emulator was (the model holds while these stay small):
+    start_lag: float = 0.0  # from when the unit could start it to when it did
+    commit_lag: float = 0.0  # from when its writes were due to when they landed
 
 
 @dataclass
@@ -271,6 +274,7 @@ class Unit:
     failed: _Queued | None = None  # the hook in error, retried before anything else
     retry_delay: float = 0.0
     retry_at: float = 0.0
+    free_at: float = 0.0  # monotonic: when its last hook ended
     # pod restarts
     pod: int = 0  # how many times its pod was replaced
     ready_pod: int = 0  # the pod whose `start` hook succeeded (Kubernetes' readiness)
@@ -329,6 +333,7 @@ class Model:
         charm_type: type[ops.CharmBase] | None = None,
         concurrency: Concurrency | None = None,
         on_pod_restart: Callable[[Unit, Model], None] | None = None,
+        initial_hooks: bool = True,
     ):
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, not {network!r}")
@@ -379,6 +384,8 @@ class Model:
             self._baton.take()  # the main thread runs except while it sleeps
         for i in range(units):
             self._add_unit(i)
+        if not initial_hooks:  # a model long deployed: its first hooks ran long ago (benchmarks)
+            return
         for unit in self.units.values():
             self._enqueue(unit, "leader_elected" if unit.index == leader else "pebble_ready")
             for other in self.units.values():
@@ -408,6 +415,7 @@ class Model:
         ctx = testing.Context(self.charm.type, app_name=self.charm.app, unit_id=index, **self.spec)
         emu_pebble.REGISTRY[id(ctx)] = supervisor
         unit = Unit(index, name, unit_address(index), ctx, supervisor, workdir)
+        unit.free_at = time.monotonic()
         self.units[index] = unit
         return unit
 
@@ -510,10 +518,19 @@ class Model:
             return queued
         while unit.queue:
             queued = unit.queue.popleft()
-            if queued.kind != POD_DOWN:
+            if queued.kind == POD_DOWN:
+                self._replace_pod(unit)
+            elif not (queued.kind == "relation_changed" and self._no_remote(queued)):
                 return queued
-            self._replace_pod(unit)
         return None
+
+    def _no_remote(self, queued: _Queued) -> bool:
+        """An app-settings change for a unit now alone, which ops.testing cannot run.
+
+        ops.testing needs a remote unit for relation-changed; the unit gets relation-departed
+        for the writer anyway.
+        """
+        return queued.args.get("remote") is None and len(self.units) < 2
 
     # ------------------------------------------------------------ one hook
 
@@ -681,8 +698,10 @@ class Model:
             return None
         running = min(due, key=lambda r: r.commit_at)
         self._running.remove(running)
+        running.hook.commit_lag = now - running.commit_at
         unit = running.unit
         unit.running = None
+        unit.free_at = now
         if self.units.get(unit.index) is not unit:  # removed meanwhile: nothing lands
             if running.queued.kind == "action":
                 running.failure = running.failure or "the unit was removed"
@@ -708,7 +727,9 @@ class Model:
 
     def _launch(self, unit: Unit, queued: _Queued) -> None:
         assert self.concurrency is not None
+        startable = max(queued.at, unit.free_at, unit.retry_at)
         state, event, hook = self._begin(unit, queued)
+        hook.start_lag = max(0.0, time.monotonic() - startable)
         running = _Running(unit, queued, hook, self.concurrency.cost(unit.name, self.rng))
         unit.running = running
         self._running.append(running)
@@ -813,6 +834,7 @@ class Model:
         target = self.unit(unit)
         params = {k.replace("_", "-"): v for k, v in params.items()}
         queued = _Queued(next(self._seq), "action", {"name": name, "params": params})
+        queued.at = time.monotonic()
         if self.concurrency is None:
             hook, failure = self.run_hook(target, queued)
             results, logs = dict(target.ctx.action_results or {}), list(target.ctx.action_logs)
@@ -957,11 +979,11 @@ class Model:
     @property
     def app(self) -> dict[str, Any]:
         """The app databag, decoded."""
-        return _decode(self.app_data)
+        return decode_databag(self.app_data)
 
     def unit_view(self, ref: int | str) -> dict[str, Any]:
         """A unit's databag, decoded."""
-        return _decode(self.unit(ref).unit_data)
+        return decode_databag(self.unit(ref).unit_data)
 
     def run_ended(self, run_id: str) -> bool:
         """The run is no longer active and is the last run recorded."""
@@ -1080,7 +1102,8 @@ def _changed(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(sorted(k for k in keys if old.get(k) != new.get(k)))
 
 
-def _decode(data: Mapping[str, str]) -> dict[str, Any]:
+def decode_databag(data: Mapping[str, str]) -> dict[str, Any]:
+    """A databag with each JSON value decoded (a value that is not JSON stays a string)."""
     import json
 
     decoded = {}
@@ -1105,6 +1128,7 @@ __all__ = [
     "Network",
     "Unit",
     "dataclasses",
+    "decode_databag",
     "service_address",
     "unit_address",
 ]
