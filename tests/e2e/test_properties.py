@@ -10,7 +10,14 @@ k6 charm itself:
 - `k6` (1/5): the k6 charm (src/charm.py), with the same k6 stand-in in place of k6.
 
 These are TEST DOUBLES so that hundreds of runs fit in minutes; real k6 runs in every other e2e
-test. Invariants are checked after every hook:
+test. Each kind runs 4/5 of its schedules on the serial emulator (one hook at a time) and 1/5
+with **overlapping hooks** (the emulator's concurrent mode, Juju as it runs: every unit's hooks at
+once, each on a snapshot of the relation data taken when it starts, its writes landing at its end
+plus a random cost, so a hook can commit after another unit committed what it did not read).
+Schedules mix event delivery with faults: k6 killed, stale notices replayed, units removed and
+added, leadership moved, pods restarted (the unit keeps its databag, its containers come back
+empty, it gets Juju's restart events). Invariants are checked after every hook, on what each hook
+read (its snapshot) where the protocol decided on it:
 
 (a) nobody is released before every participant is armed: in the databags, every participant
     is armed (busy, or pending and probed ready) when the leader records a release or a start
@@ -27,8 +34,10 @@ test. Invariants are checked after every hook:
 A failing schedule is shrunk by hypothesis and printed (`Falsifying example: ...
 (schedule=Schedule(...))`); run it again on its own with
 `python -m tests.e2e.soak --replay 'Schedule(...)'` (or replay hypothesis' exact bytes with the
-printed `@reproduce_failure` blob). K6K8S_SOAK_EXAMPLES sets how many schedules run in all (500
-by default, as in CI, derandomized); K6K8S_SOAK_SHARD seeds one soak shard (tests/e2e/soak.py).
+printed `@reproduce_failure` blob; a schedule with overlapping hooks replays the same steps, but
+the threads' exact timing differs from run to run). K6K8S_SOAK_EXAMPLES sets how many schedules
+run in all (500 by default, as in CI, derandomized); K6K8S_SOAK_SHARD seeds one soak shard
+(tests/e2e/soak.py).
 """
 
 from __future__ import annotations
@@ -40,7 +49,9 @@ import os
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +60,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from tests.emulator.model import K6, ActionResult, CharmUnderTest, Hook, Model
+from tests.emulator.model import (
+    K6,
+    ActionResult,
+    CharmUnderTest,
+    Concurrency,
+    Hook,
+    Model,
+    decode_databag,
+)
 from tests.support import task_charm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +80,9 @@ EXAMPLES = int(os.environ.get("K6K8S_SOAK_EXAMPLES", "500"))
 # A soak shard explores its own seeded part of the space (tests/e2e/soak.py); CI is derandomized.
 SHARD = os.environ.get("K6K8S_SOAK_SHARD")
 CLOCK_FILE = ".clock-offset-ns"  # the instant workload's view of the emulated clock offset
+# Overlapping hooks: each hook costs 0–60 ms beyond its code (Juju's ~1 s, scaled down), failed
+# hooks are retried after 50 ms, 100 ms, … (Juju's 5 s, 10 s, …).
+OVERLAP = Concurrency(hook_cost=0.03, jitter=1.0, retry_scale=0.01)
 
 pytestmark = pytest.mark.timeout(0)
 
@@ -106,10 +128,13 @@ SETUPS = {
 }
 
 
-def examples_for(charm: str, total: int = EXAMPLES) -> int:
-    """This charm's share: 3/5 api, 1/5 instant, the rest k6 (of 500: 300, 100, 100)."""
-    api, instant = total * 3 // 5, total // 5
-    return {"api": api, "instant": instant, "k6": total - api - instant}[charm]
+def examples_for(charm: str, total: int = EXAMPLES, concurrent: bool = False) -> int:
+    """This kind's share: 4/5 serial, 1/5 with overlapping hooks, each split 3/5 api,
+    1/5 instant, the rest k6 (of 500: 240, 80, 80 serial; 60, 20, 20 overlapping).
+    """
+    part = total // 5 if concurrent else total - total // 5
+    api, instant = part * 3 // 5, part // 5
+    return {"api": api, "instant": instant, "k6": part - api - instant}[charm]
 
 
 # ------------------------------------------------------------------ schedules
@@ -130,6 +155,7 @@ class Schedule:
     faults: tuple[UnitFaults, ...]
     ops: tuple[tuple, ...]
     charm: str = "k6"  # a key of SETUPS (schedules printed before the split ran the k6 charm)
+    concurrent: bool = False  # overlapping hooks (the emulator's concurrent mode)
 
 
 def unit_faults(charm: str) -> st.SearchStrategy[UnitFaults]:
@@ -153,11 +179,12 @@ ops = st.one_of(
     st.just(("add",)),
     st.tuples(st.just("kill"), st.integers(0, 4)),
     st.tuples(st.just("replay"), st.integers(0, 4)),
+    st.tuples(st.just("restart"), st.integers(0, 4)),
 )
 
 
 @st.composite
-def schedules(draw, charm: str) -> Schedule:
+def schedules(draw, charm: str, concurrent: bool = False) -> Schedule:
     units = draw(st.integers(1, 3))
     faults = tuple(draw(st.lists(unit_faults(charm), min_size=units + 1, max_size=units + 1)))
     return Schedule(
@@ -166,6 +193,7 @@ def schedules(draw, charm: str) -> Schedule:
         faults=faults,
         ops=tuple(draw(st.lists(ops, min_size=1, max_size=8))),
         charm=charm,
+        concurrent=concurrent,
     )
 
 
@@ -224,18 +252,20 @@ class Checker:
     started: list[str] = field(default_factory=list)
     start_at: dict[str, float] = field(default_factory=dict)  # run id -> its start instant
     scheduled_at: dict[str, float] = field(default_factory=dict)  # charm clock, end of that hook
+    hooks: list[Hook] = field(default_factory=list)  # every hook checked, in commit order
 
     def fail(self, text: str) -> None:
         self.violations.append(text)
 
     def __call__(self, hook: Hook, model: Model) -> None:
+        self.hooks.append(hook)
         if hook.error:
             self.fail(f"hook crashed: {hook.unit} {hook.event}: {hook.error}")
         app = model.app
         run = app.get("run")
         last = app.get("last_run")
         last_id = last.get("run_id") if last else None
-        if run and hook.event == "update_status" and hook.unit == model.leader_unit.name:
+        if run and hook.event == "update_status" and hook.leader:
             self._check_deadlines(hook, model, run)
         before = self.active
         if before and before["phase"] == "arming":
@@ -267,10 +297,10 @@ class Checker:
         Past the arm deadline the run leaves `arming` (released or aborted); past the stop
         deadline a stopping run ends, recording whoever never reported as lost.
         """
-        now = hook.started + model.clock_offset  # the charm's clock when the hook began
+        now = hook.clock_start  # the charm's clock when the hook began
         late = f"after the leader's update-status at {now:.1f}"
         if run["phase"] == "arming" and now > run["deadline"]:
-            units = {u.name: model.unit_view(u.index) for u in model.units.values()}
+            units = _view(hook, model)
             self.fail(
                 f"(b) run {run['run_id']} still arming {late}, deadline {run['deadline']:.1f}; "
                 f"units {units}"
@@ -281,39 +311,39 @@ class Checker:
 
     def _check_arm_timeout(self, hook: Hook, model: Model, run: dict, reason: str) -> None:
         """(b) a run aborted for the arm-timeout was aborted past its deadline, not before."""
-        now = hook.started + hook.duration + model.clock_offset  # the hook's end
+        now = hook.clock_end  # the charm's clock when the hook's code ended
         if "not armed within" in reason and now < run["deadline"]:
             self.fail(f"(b) run {run['run_id']} aborted at {now}, deadline {run['deadline']}")
 
     def _check_release(self, hook: Hook, model: Model, run: dict) -> None:
-        """(a) in the databags: every participant was armed when the release was recorded.
+        """(a) in the databags: every participant was armed when the leader released them.
 
         Armed: busy for the run; with ApiRelease also pending (still initializing when it last
         looked), which the leader releases once its probe finds it ready (checked physically
-        by `_check_resume_times`).
+        by `_check_resume_times`). Checked on what the releasing hook read: with overlapping
+        hooks a participant may report its end before the release lands.
         """
         run_id = run["run_id"]
         armed = ("busy",) if self.instant else ("busy", "pending")
+        view = _view(hook, model)
         for name in run["participants"]:
-            present = _present(model, name)
-            data = model.unit_view(name) if present else {}
+            data = view.get(name, {})
             # the releasing unit may also have collected its own end within that same hook (a
             # 0.1 s workload, or its stop after a failed release); `_check_resume_times` still
             # checks physically that it was ready before any resume
             if name == hook.unit and (data.get("status"), data.get("run_id")) == ("idle", run_id):
                 continue
             if not (data.get("status") in armed and data.get("run_id") == run_id):
-                state = (data or "without a report") if present else "gone"
+                state = (data or "without a report") if name in view else "gone"
                 self.fail(f"(a) released run {run_id} while {name} was {state}")
         if run.get("start_at") is not None:
             self.start_at[run_id] = run["start_at"]
-            self.scheduled_at[run_id] = hook.started + hook.duration + model.clock_offset
+            self.scheduled_at[run_id] = hook.clock_end
 
     def _check_ended(self, hook: Hook, model: Model, run: dict | None, last: dict) -> None:
         """(d) the last-run record matches the units' reports."""
         run_id = last["run_id"]
-        now = hook.started + hook.duration + model.clock_offset
-        self.ended[run_id] = {"at": now, **last}
+        self.ended[run_id] = {"at": hook.clock_end, **last}
         participants = list(run["participants"]) if run else list(last["units"])
         if set(last["units"]) != set(participants):
             self.fail(f"(d) run {run_id} recorded units {sorted(last['units'])}, {participants}")
@@ -331,10 +361,11 @@ class Checker:
             done = (last.get("aggregate") or {}).get("items")
             if self.items is not None and done != self.items:
                 self.fail(f"(d) run {run_id} passed with {done} of {self.items} items done")
+        view = _view(hook, model)  # what the finishing hook read
         for name in participants:
-            if not _present(model, name):
+            if name not in view:
                 continue
-            data = model.unit_view(name)
+            data = view[name]
             line = units.get(name) or {}
             if data.get("run_id") == run_id and (
                 data.get("exit_code") != line.get("exit_code")
@@ -347,6 +378,14 @@ class Checker:
 
 def _present(model: Model, name: str) -> bool:
     return any(u.name == name for u in model.units.values())
+
+
+def _view(hook: Hook, model: Model) -> dict[str, dict]:
+    """Every unit's report as `hook` saw it: the others' at its start, its own as it left it."""
+    view = {name: decode_databag(data) for name, data in hook.seen.items()}
+    if _present(model, hook.unit):
+        view[hook.unit] = model.unit_view(hook.unit)
+    return view
 
 
 # ------------------------------------------------------------------ running a schedule
@@ -392,9 +431,9 @@ def _apply(model: Model, op: tuple, checker: Checker, log_dir: Path, schedule: S
     kind = op[0]
     units = sorted(model.units)
     if kind == "start":
-        was_active = model.app.get("run") is not None
         result = _action(model, "start")
-        if was_active and result is not None and result.ok:
+        seen = decode_databag(result.hook.seen_app) if result and result.hook else {}
+        if seen.get("run") is not None and result is not None and result.ok:
             checker.fail("(e) start succeeded while a run was active")
     elif kind == "stop":
         _action(model, "stop")
@@ -418,6 +457,8 @@ def _apply(model: Model, op: tuple, checker: Checker, log_dir: Path, schedule: S
         for service in unit.supervisor.services.values():
             if service.alive and service.process is not None:
                 os.killpg(service.process.pid, signal.SIGKILL)
+    elif kind == "restart":
+        model.restart_pod(units[op[1] % len(units)])
     elif kind == "replay":
         unit = model.units[units[op[1] % len(units)]]
         for key in list(unit.supervisor.notices):
@@ -495,8 +536,8 @@ def _check_start_times(checker: Checker, model: Model) -> None:
     ready: dict[tuple[str, str], int] = {}
     starts: dict[tuple[str, str], list[int]] = defaultdict(list)
     for unit in [*model.units.values(), *model.departed]:
-        path = unit.workdir / "events.log"
-        lines = path.read_text().splitlines() if path.exists() else []
+        paths = [w / "events.log" for w in (*unit.old_workdirs, unit.workdir)]
+        lines = [line for path in paths if path.exists() for line in path.read_text().splitlines()]
         for line in lines:
             run_id, event, ns = line.split()
             if event == "ready":
@@ -522,9 +563,24 @@ def _check_start_times(checker: Checker, model: Model) -> None:
                 )
 
 
-def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
+def run_schedule(
+    schedule: Schedule,
+    tmp: Path,
+    concurrency: Concurrency | None = None,
+    observe: Callable[[Hook, Model], None] | None = None,
+) -> Checker:
+    """Run one schedule, checking the invariants after every hook (then `observe`, if given).
+
+    `concurrency` replaces the overlapping schedules' OVERLAP (for a hand-made schedule).
+    """
     setup = SETUPS[schedule.charm]
     checker = Checker(instant=setup.instant, items=setup.items)
+
+    def on_hook(hook: Hook, model: Model) -> None:
+        checker(hook, model)
+        if observe is not None:
+            observe(hook, model)
+
     log_dir = tmp / f"log-{time.monotonic_ns()}"
     log_dir.mkdir()
     model = Model(
@@ -541,8 +597,10 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
             "K6_STANDIN_MAX_SECONDS": "60",
             "TASK_STANDIN_RUN_SECONDS": "0.1",
         },
-        on_hook=checker,
+        on_hook=on_hook,
         charm=setup.charm,
+        concurrency=(concurrency or OVERLAP) if schedule.concurrent else None,
+        on_pod_restart=lambda unit, m: _publish_clock(m),  # a new pod: the offset file again
     )
     try:
         _configure_faults(model, schedule, log_dir)
@@ -568,7 +626,8 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
     return checker
 
 
-SCHEDULES_RUN: Counter[str] = Counter()  # schedules the property tests ran, by charm
+SCHEDULES_RUN: Counter[tuple[str, bool]] = Counter()  # by charm and overlapping hooks or not
+BLIND: Counter[str] = Counter()  # overlapping schedules in which two units' writes crossed
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -576,61 +635,66 @@ def every_schedule_ran(request):
     """The promise of CI and the soak: EXAMPLES schedules really ran, not fewer."""
     yield
     if SCHEDULES_RUN and not request.session.testsfailed:
-        for charm in SCHEDULES_RUN:
-            wanted = examples_for(charm)
-            assert SCHEDULES_RUN[charm] >= wanted, f"{charm}: {SCHEDULES_RUN[charm]} of {wanted}"
-        ran = ", ".join(f"{n} {charm}" for charm, n in sorted(SCHEDULES_RUN.items()))
+        for (charm, concurrent), n in SCHEDULES_RUN.items():
+            wanted = examples_for(charm, concurrent=concurrent)
+            assert n >= wanted, f"{charm} (overlapping: {concurrent}): {n} of {wanted}"
+        ran = ", ".join(
+            f"{n} {charm}{f' overlapping ({BLIND[charm]} crossed)' if concurrent else ''}"
+            for (charm, concurrent), n in sorted(SCHEDULES_RUN.items())
+        )
         print(f"\n{sum(SCHEDULES_RUN.values())} schedules ran ({ran}; EXAMPLES={EXAMPLES})")
+        overlapping = sum(n for (_, concurrent), n in SCHEDULES_RUN.items() if concurrent)
+        if overlapping >= 10:  # the overlapping schedules really reach what serial ones cannot
+            assert sum(BLIND.values()) > 0, "no overlapping schedule had two writes cross"
 
 
 def _explore(schedule: Schedule, tmp_path_factory) -> None:
-    SCHEDULES_RUN[schedule.charm] += 1
+    SCHEDULES_RUN[schedule.charm, schedule.concurrent] += 1
     checker = run_schedule(schedule, tmp_path_factory.mktemp("schedule"))
+    if _blind_writers(checker.hooks):
+        BLIND[schedule.charm] += 1
 
     assert checker.violations == [], f"seed {schedule.seed}: {checker.violations}"
 
 
-def _settings(charm: str):
-    return settings(
-        max_examples=max(1, examples_for(charm)),
+def _property(charm: str, concurrent: bool, seed: int):
+    """The property test of one kind of schedule: its share of the examples, its own seed."""
+
+    @settings(
+        max_examples=max(1, examples_for(charm, concurrent=concurrent)),
         deadline=None,
         derandomize=SHARD is None,
         suppress_health_check=list(HealthCheck),
         print_blob=True,
     )
+    @given(schedule=schedules(charm, concurrent))
+    @hypothesis_seed(int(SHARD or 0) * 6 + seed)
+    def keeps_the_invariants(schedule: Schedule, tmp_path_factory) -> None:
+        _explore(schedule, tmp_path_factory)
+
+    return keeps_the_invariants
 
 
-@_settings("api")
-@given(schedule=schedules("api"))
-@hypothesis_seed(int(SHARD or 0) * 3)
-def test_library_api_release_keeps_the_invariants(schedule: Schedule, tmp_path_factory) -> None:
-    _explore(schedule, tmp_path_factory)
-
-
-@_settings("instant")
-@given(schedule=schedules("instant"))
-@hypothesis_seed(int(SHARD or 0) * 3 + 1)
-def test_library_instant_release_keeps_the_invariants(
-    schedule: Schedule, tmp_path_factory
-) -> None:
-    _explore(schedule, tmp_path_factory)
-
-
-@_settings("k6")
-@given(schedule=schedules("k6"))
-@hypothesis_seed(int(SHARD or 0) * 3 + 2)
-def test_k6_charm_keeps_the_invariants(schedule: Schedule, tmp_path_factory) -> None:
-    _explore(schedule, tmp_path_factory)
+test_library_api_release_keeps_the_invariants = _property("api", False, 0)
+test_library_instant_release_keeps_the_invariants = _property("instant", False, 1)
+test_k6_charm_keeps_the_invariants = _property("k6", False, 2)
+test_library_api_release_keeps_the_invariants_with_overlapping_hooks = _property("api", True, 3)
+test_library_instant_release_keeps_the_invariants_with_overlapping_hooks = _property(
+    "instant", True, 4
+)
+test_k6_charm_keeps_the_invariants_with_overlapping_hooks = _property("k6", True, 5)
 
 
 @pytest.mark.parametrize("charm", sorted(SETUPS))
-def test_a_printed_schedule_parses_back_and_replays(charm, tmp_path):
+@pytest.mark.parametrize("concurrent", [False, True], ids=["serial", "overlapping"])
+def test_a_printed_schedule_parses_back_and_replays(charm, concurrent, tmp_path):
     schedule = Schedule(
         units=2,
         seed=7,
         faults=(UnitFaults(), UnitFaults(exit_code=99), UnitFaults()),
-        ops=(("start",), ("hooks", 3), ("kill", 1), ("stop",)),
+        ops=(("start",), ("hooks", 3), ("kill", 1), ("restart", 0), ("stop",), ("start",)),
         charm=charm,
+        concurrent=concurrent,
     )
 
     replayed = parse_schedule(f"schedule={schedule!r},")
@@ -661,3 +725,72 @@ def test_a_schedule_printed_before_the_split_replays_on_the_k6_charm():
 def test_anything_but_a_printed_schedule_is_refused(text):
     with pytest.raises(ValueError, match="not a printed schedule|not part of a printed schedule"):
         parse_schedule(text)
+
+
+# ------------------------------------------------------------------ only overlapping hooks reach
+
+
+def _blind_writers(hooks: list[Hook]) -> set[frozenset[str]]:
+    """Units whose writing hooks were in flight at once: each landed without the other's write.
+
+    On the serial emulator every hook reads every earlier commit, so this is always empty.
+    """
+    spans = [(h.unit, h.started, h.committed) for h in hooks if h.unit_keys and h.committed]
+    return {
+        frozenset((one, two))
+        for (one, start1, end1), (two, start2, end2) in combinations(spans, 2)
+        if one != two and start1 < end2 and start2 < end1
+    }
+
+
+def _ended_while_arming(app: dict, units: dict[str, dict]) -> list[str]:
+    """Participants whose end (exit code 0) is in their databag while the run shows arming."""
+    run = app.get("run")
+    if not run or run["phase"] != "arming":
+        return []
+    return [
+        name
+        for name in run["participants"]
+        if (units.get(name) or {}).get("run_id") == run["run_id"]
+        and units[name].get("status") == "idle"
+        and units[name].get("exit_code") == 0
+    ]
+
+
+@pytest.mark.parametrize("concurrent", [False, True], ids=["serial", "overlapping"])
+def test_overlapping_hooks_reach_states_no_serial_schedule_can_and_the_run_still_passes(
+    concurrent, tmp_path
+):
+    """One `start` on three units of the k6 charm (its k6 stand-in runs 0.1 s once released).
+
+    With overlapping hooks, and the leader's agent slow (its hooks cost 1 s, the others 50 ms):
+    k6/1's and k6/2's arms are in flight at once, each landing `busy` without having read the
+    other's; and the released units report their end (exit code 0) while the app databag still
+    shows the run arming, because the leader's release hook lands its `running` after them. No
+    serial schedule reaches either state; the serial run of the same steps is the control. Both
+    ways the invariants hold after every hook and the run passes.
+    """
+    hooks: list[Hook] = []
+    early: list[str] = []
+
+    def observe(hook: Hook, model: Model) -> None:
+        hooks.append(hook)
+        units = {u.name: model.unit_view(u.index) for u in model.units.values()}
+        early.extend(_ended_while_arming(model.app, units))
+
+    schedule = Schedule(3, 0, (UnitFaults(),) * 4, (("start",),), "k6", concurrent)
+    slow_leader = Concurrency(hook_cost=0.05, unit_costs={"k6/0": 1.0})
+    checker = run_schedule(schedule, tmp_path, slow_leader, observe)
+
+    assert checker.violations == []
+    (run_id,) = checker.ended
+    last = checker.ended[run_id]
+    assert last["outcome"] == "passed", last["reason"]
+    assert {u: line["exit_code"] for u, line in last["units"].items()} == dict.fromkeys(
+        ("k6/0", "k6/1", "k6/2"), 0
+    )
+    if concurrent:
+        assert frozenset(("k6/1", "k6/2")) in _blind_writers(hooks)
+        assert {"k6/1", "k6/2"} <= set(early)
+    else:
+        assert _blind_writers(hooks) == set() and early == []
