@@ -476,7 +476,8 @@ def test_a_hook_that_raises_is_retried_with_jujus_backoff_before_the_units_later
     ) as model:
         model.settle(timeout=30)
         model._enqueue(model.units[1], "update_status")
-        model._enqueue(model.units[1], "config_changed")
+        model.run_until(lambda: any(h.error for h in model.hooks))
+        model._enqueue(model.units[1], "config_changed")  # comes while the unit is in error
         model.settle(timeout=30)
 
         hooks = [
@@ -555,3 +556,35 @@ def test_a_restarted_pod_keeps_name_and_databag_comes_back_empty_and_gets_the_ch
         report = model.unit_view(1)
         assert report["run_id"] == run_id and report["endpoint"]  # the databag stayed
         assert [e for _, u, e in model.pod_log] == ["down", "ready"]
+
+
+def test_a_units_pending_events_run_in_the_uniters_order():
+    with Model(3, {}, update_status_interval=None, concurrency=Concurrency(0.01)) as model:
+        model.settle(timeout=30)
+        unit = model.units[2]
+        for kind, args in [
+            ("relation_changed", {"remote": 1}),
+            ("update_status", {}),
+            ("relation_changed", {"remote": 0}),
+            ("pebble_custom_notice", {"key": "k6.com/done"}),
+            ("relation_changed", {"remote": None}),  # the leader's app-settings change
+            ("config_changed", {}),
+            ("leader_elected", {}),
+        ]:
+            model._enqueue(unit, kind, **args)
+        unit.action = model_queued(model, "action")
+
+        order = []
+        while (queued := model._next_event(unit)) is not None:
+            order.append((queued.kind, queued.args.get("remote")))
+
+        assert order == [
+            ("leader_elected", None),
+            ("pebble_custom_notice", None),  # workload events before actions and hooks
+            ("action", None),
+            ("config_changed", None),
+            ("relation_changed", None),  # a relation's hooks: the app's change first,
+            ("relation_changed", 0),  # then units' changes by unit name
+            ("relation_changed", 1),
+            ("update_status", None),
+        ]

@@ -13,7 +13,9 @@ Two ways to run the hooks:
   dispatch, the charm's process start, the commit), and only then queue relation-changed on the
   other units (coalesced per remote unit, as Juju's uniter does). A hook that raises commits
   nothing, puts the unit in error and is retried with Juju's backoff before the unit's later
-  events. Actions wait for the unit's hook in flight, then run before its queued hooks.
+  events. Each unit takes its next event in the uniter's order: leadership, workload events
+  (Pebble notices), actions, lifecycle hooks, relation hooks (departures, the app's change,
+  joins, units' changes), the rest; an action waits for the unit's hook in flight.
 
 Both modes model a pod restart (`restart_pod`: the unit keeps its name and databag, its
 containers come back empty, it gets Juju's restart events) and a rolling `juju refresh`.
@@ -202,6 +204,7 @@ HOOK_COST = 1.0  # seconds a hook costs on a real model beyond the charm's own c
 # worker/uniter/uniter.go through juju/utils' BackoffTimer (jitter: ±3 % of each next delay).
 RETRY_MIN, RETRY_FACTOR, RETRY_MAX, RETRY_JITTER = 5.0, 2.0, 300.0, 0.03
 COALESCED = ("relation_changed", "update_status")  # one pending at a time per remote / timer
+RELATION_EVENTS = ("relation_departed", "relation_changed", "relation_joined")
 POD_DOWN = "pod-down"  # not a hook: the pod is deleted and created again, its containers empty
 PUMP_INTERVAL = 0.01  # concurrent mode: how often Pebble's exits and notices are picked up
 
@@ -250,6 +253,7 @@ class _Queued:
     kind: str
     args: dict[str, Any] = field(default_factory=dict)
     at: float = 0.0  # monotonic: when it was queued
+    pinned: bool = False  # part of a pod's restart sequence: runs in its place, first
 
 
 @dataclass
@@ -507,22 +511,37 @@ class Model:
         unit.queue.append(_Queued(next(self._seq), kind, args, time.monotonic()))
 
     def _next_event(self, unit: Unit) -> _Queued | None:
-        """The event the unit runs next: an action first, then a hook in error, then its queue."""
-        if unit.action is not None:
-            queued, unit.action = unit.action, None
-            return queued
+        """The event the unit runs next (None: nothing, or waiting to retry a failed hook).
+
+        Serial: first in, first out. Concurrent: a pod's restart sequence first; in error, an
+        action or else the failed hook once its retry is due, nothing else; otherwise the next
+        in the uniter's order (`_juju_order`), an action among them.
+        """
         if unit.failed is not None:
+            if unit.action is not None:
+                queued, unit.action = unit.action, None
+                return queued
             if time.monotonic() < unit.retry_at:
-                return None  # in error: nothing else runs until the retry
+                return None
             queued, unit.failed = unit.failed, None
             return queued
-        while unit.queue:
-            queued = unit.queue.popleft()
+        while unit.queue or unit.action:
+            queued = self._pop_next(unit)
             if queued.kind == POD_DOWN:
                 self._replace_pod(unit)
             elif not (queued.kind == "relation_changed" and self._no_remote(queued)):
                 return queued
         return None
+
+    def _pop_next(self, unit: Unit) -> _Queued:
+        if unit.queue and (self.concurrency is None or unit.queue[0].pinned):
+            return unit.queue.popleft()
+        first = min([*unit.queue, *([unit.action] if unit.action else [])], key=_juju_order)
+        if first is unit.action:
+            unit.action = None
+        else:
+            unit.queue.remove(first)
+        return first
 
     def _no_remote(self, queued: _Queued) -> bool:
         """An app-settings change for a unit now alone, which ops.testing cannot run.
@@ -828,8 +847,9 @@ class Model:
     def action(self, unit: int | str, name: str, **params: Any) -> ActionResult:
         """Run an action on a unit, like `juju run` (which returns once it has ended).
 
-        Serial: now. Concurrent: after the unit's hook in flight, before its queued hooks;
-        other units' hooks go on meanwhile, and this returns once the action's hook committed.
+        Serial: now. Concurrent: once the unit's hook in flight has ended, in the uniter's order
+        (after pending leadership and workload events, before the other hooks); other units'
+        hooks go on meanwhile, and this returns once the action's hook committed.
         """
         target = self.unit(unit)
         params = {k.replace("_", "-"): v for k, v in params.items()}
@@ -924,7 +944,7 @@ class Model:
             sequence.append("leader_settings_changed")
         sequence += ["start", "pebble_ready"]
         for kind in reversed(sequence):
-            unit.queue.appendleft(_Queued(next(self._seq), kind, {}, time.monotonic()))
+            unit.queue.appendleft(_Queued(next(self._seq), kind, {}, time.monotonic(), True))
 
     def _replace_pod(self, unit: Unit) -> None:
         """The old pod is gone: its processes, files, Pebble plan and notices with it."""
@@ -1095,6 +1115,46 @@ class ActionResult:
     def ok(self) -> bool:
         """The action did not fail."""
         return self.failure is None
+
+
+# The uniter's resolvers, in the order it asks them (juju/juju worker/uniter/resolver.go,
+# `uniterResolver.NextOp`): leadership, then the workload hook resolver that
+# worker/uniter/uniter.go adds for charms with containers (pebble-ready, custom notices), then
+# actions, then the lifecycle hooks, then relations, then the rest (update-status last).
+_RESOLVER_ORDER = {
+    "leader_elected": 0,
+    "leader_settings_changed": 0,
+    "pebble_ready": 1,
+    "pebble_custom_notice": 1,
+    "action": 2,
+    "upgrade_charm": 3,
+    "config_changed": 3,
+    "start": 3,
+    "stop": 3,
+}
+_RELATIONS = 4
+
+
+def _juju_order(queued: _Queued) -> tuple[int, int, str, int]:
+    """Sort key of a unit's pending events in the uniter's order; ties first in, first out."""
+    if queued.kind in RELATION_EVENTS:
+        return (_RELATIONS, *_relation_order(queued), queued.seq)
+    return (_RESOLVER_ORDER.get(queued.kind, _RELATIONS + 1), 0, "", queued.seq)
+
+
+def _relation_order(queued: _Queued) -> tuple[int, str]:
+    """Juju's order among a relation's pending hooks (worker/uniter/relation/resolver.go).
+
+    Unit names are compared as strings there (app/10 before app/2): so are they here.
+    """
+    remote = "" if queued.args.get("remote") is None else str(queued.args["remote"])
+    if queued.kind == "relation_departed":
+        return (0, remote)
+    if queued.kind == "relation_changed" and not remote:
+        return (1, remote)
+    if queued.kind == "relation_joined":
+        return (2, remote)
+    return (3, remote)
 
 
 def _changed(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[str, ...]:

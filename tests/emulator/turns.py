@@ -33,20 +33,34 @@ def _held() -> list[Baton]:
 
 
 class Baton:
-    """One model's right to run Python: taken in turns by its main thread and hook threads."""
+    """One model's right to run Python, taken in turns by its main thread and hook threads.
+
+    The main thread (the scheduler) goes first whenever it is waiting, so commits and hook
+    starts are not held up behind a crowd of hook threads.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._held = False
+        self._main_waiting = 0
 
     def take(self) -> None:
         """Wait for the turn; this thread runs until it sleeps or gives it back."""
-        self._lock.acquire()
+        main = threading.current_thread() is threading.main_thread()
+        with self._turn:
+            self._main_waiting += main
+            while self._held or (not main and self._main_waiting):
+                self._turn.wait()
+            self._main_waiting -= main
+            self._held = True
         _held().append(self)
 
     def give(self) -> None:
         """Give the turn back."""
         _held().remove(self)
-        self._lock.release()
+        with self._turn:
+            self._held = False
+            self._turn.notify_all()
 
     @property
     def mine(self) -> bool:
