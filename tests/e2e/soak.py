@@ -37,7 +37,7 @@ def shard_env(shard: int, examples: int) -> dict[str, str]:
 
 def replay(text: str) -> int:
     """Run one schedule as hypothesis printed it; print what it broke."""
-    from tests.e2e.test_properties import parse_schedule, run_schedule
+    from tests.support.schedules import parse_schedule, run_schedule
 
     with tempfile.TemporaryDirectory(prefix="k6-replay-") as tmp:
         checker = run_schedule(parse_schedule(text), Path(tmp))

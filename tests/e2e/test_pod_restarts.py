@@ -14,15 +14,19 @@ import pytest
 
 import k6_workload
 from tests.e2e import scripts
-from tests.e2e.test_faults import assert_all_idle, in_init_only_on, phase
-from tests.e2e.test_run import configure, run_to_end
 from tests.emulator.model import Concurrency, Model
 from tests.emulator.target import Target
+from tests.support.emulated_runs import assert_all_idle, configure, run_to_end
 
 pytestmark = pytest.mark.timeout(120)
 
 CONCURRENCY = Concurrency(hook_cost=0.1)  # a tenth of Juju's: the runs' shape, in less time
 LOST = "(no exit code: the workload ended without a done notice)"
+
+
+def phase(model: Model) -> str | None:
+    """The active run's phase (None when no run is active)."""
+    return (model.app.get("run") or {}).get("phase")
 
 
 def status(model: Model, index: int) -> str | None:
@@ -73,7 +77,9 @@ def test_a_pod_restart_ends_the_run_as_the_protocol_says_and_the_unit_joins_the_
     monkeypatch.setattr(k6_workload, "ARM_WAIT_SECONDS", 0.5)
     monkeypatch.setattr(k6_workload, "RECHECK_WAIT_SECONDS", 0.2)
     arming = case in ("arming", "armed")
-    script = in_init_only_on("k6/1", 5) if case == "arming" else scripts.constant_vus(3, "5s")
+    script = scripts.constant_vus(3, "5s")
+    if case == "arming":
+        script = scripts.slow_init_on("k6/1", 5, script)
     model = make_model(3, configure(target, script), concurrency=CONCURRENCY)
     if case == "armed":
         model.concurrency = Concurrency(0.1, unit_costs={"k6/2": 3.0})
