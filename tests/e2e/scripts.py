@@ -103,3 +103,9 @@ export function teardown(data) {{
   http.get(`${{__ENV.TARGET}}/teardown`, {{ headers: {{ {UNIT_AND_TOKEN} }} }});
 }}
 """
+
+
+def slow_init_on(unit: str, seconds: float, script: str) -> str:
+    """`script`, its init context busy-waiting `seconds` on `unit` only (that k6 arms late)."""
+    wait = f"const end = Date.now() + {seconds * 1000:g}; while (Date.now() < end) {{}}"
+    return f"if (__ENV.K6_K8S_UNIT === '{unit}') {{ {wait} }}\n{script}"

@@ -2,8 +2,10 @@
 
 Each shard is one pytest process over tests/e2e/test_properties.py with its own hypothesis seed
 and its own loopback address range, so N shards explore N different parts of the schedule space
-and together run `--examples` schedules, each shard split like CI's: 3/5 on the library's
-stand-in charm with ApiRelease, 1/5 with InstantRelease, 1/5 on the k6 charm. Exit status:
+and together run `--examples` schedules, each shard split like CI's: 4/5 on the serial
+emulator and 1/5 with overlapping hooks (its concurrent mode: Juju as it runs), each of those
+3/5 on the library's stand-in charm with ApiRelease, 1/5 with InstantRelease, 1/5 on the k6
+charm. Exit status:
 non-zero if any shard failed. `--replay 'Schedule(...)'` runs one printed schedule again, on the
 charm it names (`charm='api'`, `'instant'` or `'k6'`; a schedule without one ran the k6 charm).
 """

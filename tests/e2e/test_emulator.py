@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -14,8 +15,18 @@ from ops import pebble
 import k6_client
 import k6_workload
 from charm import K6Charm
+from tests.e2e import scripts
 from tests.emulator import pebble as emu_pebble
-from tests.emulator.model import PER_UNIT_INGRESS, Model, service_address, unit_address
+from tests.emulator.model import (
+    PER_UNIT_INGRESS,
+    RETRY_FACTOR,
+    RETRY_MIN,
+    Concurrency,
+    Hook,
+    Model,
+    service_address,
+    unit_address,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -380,3 +391,201 @@ def model_queued(model: Model, kind: str):
     """One queued event of `kind`, as the scheduler would hand it to run_hook."""
     model._enqueue(model.units[0], kind)
     return model.units[0].queue.pop()
+
+
+# ------------------------------------------------------------------ Juju as it runs: concurrent
+
+
+def overlapped(a: Hook, b: Hook) -> bool:
+    """Each of the two hooks started before the other's writes landed."""
+    assert a.committed is not None and b.committed is not None
+    return a.started < b.committed and b.started < a.committed
+
+
+def test_concurrent_units_arm_at_once_each_on_a_snapshot_without_the_others_write():
+    cost = 0.2
+    with Model(
+        3,
+        {"load-test": "export default function () {}"},
+        update_status_interval=None,
+        concurrency=Concurrency(hook_cost=cost),
+    ) as model:
+        model.settle(timeout=30)
+        run_id = model.action(0, "start").results["run-id"]
+        model.settle(lambda: model.finished(run_id), timeout=60)
+
+        arms: dict[str, Hook] = {}
+        for hook in model.hooks:  # each unit's first write of its status: its arm
+            if hook.unit != "k6/0" and "status" in hook.unit_keys:
+                arms.setdefault(hook.unit, hook)
+        one, two = arms["k6/1"], arms["k6/2"]
+        assert overlapped(one, two)  # no serial schedule has two hooks in flight at once
+        assert json.loads(one.seen["k6/2"].get("run_id", '""')) != run_id
+        assert json.loads(two.seen["k6/1"].get("run_id", '""')) != run_id
+        for hook in model.hooks:
+            assert hook.committed is not None
+            assert hook.committed >= hook.started + hook.duration + cost * 0.99
+        assert model.app["last_run"]["outcome"] == "passed"
+
+
+class Counting(Probing):
+    """The charm; its update-status counts in the unit's databag, then raises while `failures`."""
+
+    failures: ClassVar[int] = 0
+
+    def _probe_hook(self, _):
+        relation = self.model.get_relation("k6")
+        assert relation is not None
+        mine = relation.data[self.unit]
+        mine["mark"] = str(int(mine.get("mark", "0")) + 1)
+        if Counting.failures > 0:
+            Counting.failures -= 1
+            raise RuntimeError("flaky")
+
+
+def test_writes_land_at_the_hooks_end_and_queue_one_relation_changed_per_writer():
+    Counting.failures = 0
+    concurrency = Concurrency(hook_cost=0.05, unit_costs={"k6/0": 2.0})
+    with Model(
+        2, {}, update_status_interval=None, charm_type=Counting, concurrency=concurrency
+    ) as model:
+        model.settle(timeout=30)
+        model._enqueue(model.units[0], "update_status")
+        assert model.start_hooks() == ["k6/0"]  # busy for about two seconds
+        marks = []
+        for _ in range(3):
+            model._enqueue(model.units[1], "update_status")
+            model.run_until(lambda: not model.units[1].queue and not model.units[1].busy_with)
+            marks.append(model.units[1].unit_data["mark"])
+        assert model.units[0].busy_with == "update_status"
+        pending = [q for q in model.units[0].queue if q.kind == "relation_changed"]
+        model.settle(timeout=30)
+
+        assert model.units[0].busy_with is None
+        assert marks == ["1", "2", "3"]  # each write landed when its hook ended
+        assert [q.args for q in pending] == [{"remote": 1}]  # three writes, one event pending
+        last = [h for h in model.hooks if h.unit == "k6/0"][-1]
+        assert last.event == "relation_changed" and last.seen["k6/1"]["mark"] == "3"
+
+
+def test_a_hook_that_raises_is_retried_with_jujus_backoff_before_the_units_later_events():
+    Counting.failures = 2
+    scale = 0.02  # Juju's 5 s, 10 s, … become 0.1 s, 0.2 s, …
+    concurrency = Concurrency(hook_cost=0.01, retry_scale=scale)
+    with Model(
+        2, {}, update_status_interval=None, charm_type=Counting, concurrency=concurrency
+    ) as model:
+        model.settle(timeout=30)
+        model._enqueue(model.units[1], "update_status")
+        model.run_until(lambda: any(h.error for h in model.hooks))
+        model._enqueue(model.units[1], "config_changed")  # comes while the unit is in error
+        model.settle(timeout=30)
+
+        hooks = [
+            h
+            for h in model.hooks
+            if h.unit == "k6/1" and h.event in ("update_status", "config_changed")
+        ]
+        assert [(h.event, bool(h.error)) for h in hooks] == [
+            ("update_status", True),
+            ("update_status", True),
+            ("update_status", False),
+            ("config_changed", False),  # only once the failed hook passed
+        ]
+        first, second, third = (h.started for h in hooks[:3])
+        assert second - first >= RETRY_MIN * scale * 0.97
+        assert third - second >= RETRY_MIN * RETRY_FACTOR * scale * 0.97 * 0.97
+        assert model.units[1].unit_data["mark"] == "1"  # the failed attempts committed nothing
+        assert model.units[1].retry_delay == 0.0  # passed: the backoff starts over
+
+
+def test_leadership_moves_once_the_old_leaders_hook_has_ended():
+    concurrency = Concurrency(hook_cost=0.05, unit_costs={"k6/0": 1.0})
+    with Model(2, {}, update_status_interval=None, concurrency=concurrency) as model:
+        model.settle(timeout=30)
+        model._enqueue(model.units[0], "update_status")
+        assert model.start_hooks() == ["k6/0"]
+
+        model.elect(1)
+        assert model.leader == 0  # its lease holds while its hook runs
+        model.settle(timeout=30)
+
+        assert model.leader == 1
+        old = next(h for h in model.hooks if h.unit == "k6/0" and h.event == "update_status")
+        elected = next(h for h in model.hooks if h.event == "leader_elected" and h.unit == "k6/1")
+        assert old.committed is not None and elected.started >= old.committed
+
+
+# ------------------------------------------------------------------ pod restarts
+
+
+def test_a_restarted_pod_keeps_name_and_databag_comes_back_empty_and_gets_the_churn_events():
+    with Model(
+        2,
+        {"load-test": scripts.constant_vus(2, "30s")},
+        update_status_interval=None,
+        concurrency=Concurrency(hook_cost=0.05),
+    ) as model:
+        model.settle(timeout=30)
+        run_id = model.action(0, "start").results["run-id"]
+        model.settle(lambda: model.app["run"]["phase"] == "running", timeout=30)
+        unit = model.units[1]
+        assert (
+            any(unit.workdir.iterdir()) and unit.layers and model.k6_running() == ["k6/0", "k6/1"]
+        )
+        before = len(model.hooks)
+
+        model.restart_pod(1)
+        model.settle(lambda: not unit.restarting, timeout=30)
+
+        events = [h.event for h in model.hooks[before:] if h.unit == "k6/1"]
+        churn = [
+            "stop",
+            "upgrade_charm",
+            "config_changed",
+            "leader_settings_changed",
+            "start",
+            "pebble_ready",
+        ]
+        assert [e for e in events if e in churn] == churn
+        assert unit.name == "k6/1" and unit.pod == 1 and unit.ready_pod == 1
+        assert not any(unit.workdir.iterdir())  # the script, the summary: gone with the pod
+        assert (
+            unit.layers == {} and unit.supervisor.services == {} and unit.supervisor.notices == {}
+        )
+        assert "k6/1" not in model.k6_running() and unit.supervisor.leftovers(0) == []
+        report = model.unit_view(1)
+        assert report["run_id"] == run_id and report["endpoint"]  # the databag stayed
+        assert [e for _, u, e in model.pod_log] == ["down", "ready"]
+
+
+def test_a_units_pending_events_run_in_the_uniters_order():
+    with Model(3, {}, update_status_interval=None, concurrency=Concurrency(0.01)) as model:
+        model.settle(timeout=30)
+        unit = model.units[2]
+        for kind, args in [
+            ("relation_changed", {"remote": 1}),
+            ("update_status", {}),
+            ("relation_changed", {"remote": 0}),
+            ("pebble_custom_notice", {"key": "k6.com/done"}),
+            ("relation_changed", {"remote": None}),  # the leader's app-settings change
+            ("config_changed", {}),
+            ("leader_elected", {}),
+        ]:
+            model._enqueue(unit, kind, **args)
+        unit.action = model_queued(model, "action")
+
+        order = []
+        while (queued := model._next_event(unit)) is not None:
+            order.append((queued.kind, queued.args.get("remote")))
+
+        assert order == [
+            ("leader_elected", None),
+            ("pebble_custom_notice", None),  # workload events before actions and hooks
+            ("action", None),
+            ("config_changed", None),
+            ("relation_changed", None),  # a relation's hooks: the app's change first,
+            ("relation_changed", 0),  # then units' changes by unit name
+            ("relation_changed", 1),
+            ("update_status", None),
+        ]

@@ -15,12 +15,21 @@ import os
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k6_whole_run import TEARDOWN_PORT
-from tests.emulator.model import K6, ActionResult, CharmUnderTest, Hook, Model
+from tests.emulator.model import (
+    K6,
+    ActionResult,
+    CharmUnderTest,
+    Concurrency,
+    Hook,
+    Model,
+    decode_databag,
+)
 from tests.support import task_charm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +38,9 @@ UPDATE_STATUS = 5.0  # seconds of charm clock per update-status tick
 ARM_TIMEOUT = 5
 ITEMS = 10  # the stand-in charm's task: items split across the units' shares
 CLOCK_FILE = ".clock-offset-ns"  # the instant workload's view of the emulated clock offset
+# Overlapping hooks: each hook costs 0–60 ms beyond its code (Juju's ~1 s, scaled down), failed
+# hooks are retried after 50 ms, 100 ms, … (Juju's 5 s, 10 s, …).
+OVERLAP = Concurrency(hook_cost=0.03, jitter=1.0, retry_scale=0.01)
 
 TASK = task_charm.load()
 TASK_CHARM = CharmUnderTest(
@@ -93,6 +105,7 @@ class Schedule:
     faults: tuple[UnitFaults, ...]
     ops: tuple[tuple, ...]
     charm: str = "k6"  # a key of SETUPS (schedules printed before the split ran the k6 charm)
+    concurrent: bool = False  # overlapping hooks (the emulator's concurrent mode)
 
 
 _BUILDERS = {"Schedule": Schedule, "UnitFaults": UnitFaults}
@@ -150,6 +163,7 @@ class Checker:
     started: list[str] = field(default_factory=list)
     start_at: dict[str, float] = field(default_factory=dict)  # run id -> its start instant
     scheduled_at: dict[str, float] = field(default_factory=dict)  # charm clock, end of that hook
+    hooks: list[Hook] = field(default_factory=list)  # every hook checked, in commit order
     released_by: dict[str, float] = field(default_factory=dict)  # run id -> its hook's end (wall)
     finished_in: dict[str, tuple[float, float]] = field(default_factory=dict)  # its hook (wall)
     prepared: set[str] = field(default_factory=set)  # runs seen with Run.prepared set
@@ -158,13 +172,14 @@ class Checker:
         self.violations.append(text)
 
     def __call__(self, hook: Hook, model: Model) -> None:
+        self.hooks.append(hook)
         if hook.error:
             self.fail(f"hook crashed: {hook.unit} {hook.event}: {hook.error}")
         app = model.app
         run = app.get("run")
         last = app.get("last_run")
         last_id = last.get("run_id") if last else None
-        if run and hook.event == "update_status" and hook.unit == model.leader_unit.name:
+        if run and hook.event == "update_status" and hook.leader:
             self._check_deadlines(hook, model, run)
         before = self.active
         if before and before["phase"] == "arming":
@@ -198,10 +213,10 @@ class Checker:
         Past the arm deadline the run leaves `arming` (released or aborted); past the stop
         deadline a stopping run ends, recording whoever never reported as lost.
         """
-        now = hook.started + model.clock_offset  # the charm's clock when the hook began
+        now = hook.clock_start  # the charm's clock when the hook began
         late = f"after the leader's update-status at {now:.1f}"
         if run["phase"] == "arming" and now > run["deadline"]:
-            units = {u.name: model.unit_view(u.index) for u in model.units.values()}
+            units = _view(hook, model)
             self.fail(
                 f"(b) run {run['run_id']} still arming {late}, deadline {run['deadline']:.1f}; "
                 f"units {units}"
@@ -212,42 +227,42 @@ class Checker:
 
     def _check_arm_timeout(self, hook: Hook, model: Model, run: dict, reason: str) -> None:
         """(b) a run aborted for the arm-timeout was aborted past its deadline, not before."""
-        now = hook.started + hook.duration + model.clock_offset  # the hook's end
+        now = hook.clock_end  # the charm's clock when the hook's code ended
         if "not armed within" in reason and now < run["deadline"]:
             self.fail(f"(b) run {run['run_id']} aborted at {now}, deadline {run['deadline']}")
 
     def _check_release(self, hook: Hook, model: Model, run: dict) -> None:
-        """(a) in the databags: every participant was armed when the release was recorded.
+        """(a) in the databags: every participant was armed when the leader released them.
 
         Armed: busy for the run; with ApiRelease also pending (still initializing when it last
         looked), which the leader releases once its probe finds it ready (checked physically
-        by `_check_resume_times`).
+        by `_check_resume_times`). Checked on what the releasing hook read: with overlapping
+        hooks a participant may report its end before the release lands.
         """
         run_id = run["run_id"]
         self.released_by[run_id] = hook.started + hook.duration
         if run.get("prepared") is None:
             self.fail(f"(f) run {run_id} released before it was prepared")
         armed = ("busy",) if self.instant else ("busy", "pending")
+        view = _view(hook, model)
         for name in run["participants"]:
-            present = _present(model, name)
-            data = model.unit_view(name) if present else {}
+            data = view.get(name, {})
             # the releasing unit may also have collected its own end within that same hook (a
             # 0.1 s workload, or its stop after a failed release); `_check_resume_times` still
             # checks physically that it was ready before any resume
             if name == hook.unit and (data.get("status"), data.get("run_id")) == ("idle", run_id):
                 continue
             if not (data.get("status") in armed and data.get("run_id") == run_id):
-                state = (data or "without a report") if present else "gone"
+                state = (data or "without a report") if name in view else "gone"
                 self.fail(f"(a) released run {run_id} while {name} was {state}")
         if run.get("start_at") is not None:
             self.start_at[run_id] = run["start_at"]
-            self.scheduled_at[run_id] = hook.started + hook.duration + model.clock_offset
+            self.scheduled_at[run_id] = hook.clock_end
 
     def _check_ended(self, hook: Hook, model: Model, run: dict | None, last: dict) -> None:
         """(d) the last-run record matches the units' reports."""
         run_id = last["run_id"]
-        now = hook.started + hook.duration + model.clock_offset
-        self.ended[run_id] = {"at": now, **last}
+        self.ended[run_id] = {"at": hook.clock_end, **last}
         self.finished_in[run_id] = (hook.started, hook.started + hook.duration)
         if run and run.get("prepared") is not None:
             self.prepared.add(run_id)
@@ -268,10 +283,11 @@ class Checker:
             done = (last.get("aggregate") or {}).get("items")
             if self.items is not None and done != self.items:
                 self.fail(f"(d) run {run_id} passed with {done} of {self.items} items done")
+        view = _view(hook, model)  # what the finishing hook read
         for name in participants:
-            if not _present(model, name):
+            if name not in view:
                 continue
-            data = model.unit_view(name)
+            data = view[name]
             line = units.get(name) or {}
             if data.get("run_id") == run_id and (
                 data.get("exit_code") != line.get("exit_code")
@@ -284,6 +300,14 @@ class Checker:
 
 def _present(model: Model, name: str) -> bool:
     return any(u.name == name for u in model.units.values())
+
+
+def _view(hook: Hook, model: Model) -> dict[str, dict]:
+    """Every unit's report as `hook` saw it: the others' at its start, its own as it left it."""
+    view = {name: decode_databag(data) for name, data in hook.seen.items()}
+    if _present(model, hook.unit):
+        view[hook.unit] = model.unit_view(hook.unit)
+    return view
 
 
 # ------------------------------------------------------------------ running a schedule
@@ -329,9 +353,9 @@ def _apply(model: Model, op: tuple, checker: Checker, log_dir: Path, schedule: S
     kind = op[0]
     units = sorted(model.units)
     if kind == "start":
-        was_active = model.app.get("run") is not None
         result = _action(model, "start")
-        if was_active and result is not None and result.ok:
+        seen = decode_databag(result.hook.seen_app) if result and result.hook else {}
+        if seen.get("run") is not None and result is not None and result.ok:
             checker.fail("(e) start succeeded while a run was active")
     elif kind == "stop":
         _action(model, "stop")
@@ -355,6 +379,8 @@ def _apply(model: Model, op: tuple, checker: Checker, log_dir: Path, schedule: S
         for service in unit.supervisor.services.values():
             if service.alive and service.process is not None:
                 os.killpg(service.process.pid, signal.SIGKILL)
+    elif kind == "restart":
+        model.restart_pod(units[op[1] % len(units)])
     elif kind == "replay":
         unit = model.units[units[op[1] % len(units)]]
         for key in list(unit.supervisor.notices):
@@ -412,7 +438,7 @@ def _check_once_steps(checker: Checker, model: Model) -> None:
     Each unit's workload logs its prepare and conclude (tests/support/task_charm, ONCE_LOG).
     """
     units = [*model.units.values(), *model.departed]
-    events = _events([u.workdir / "once.log" for u in units])
+    events = _events([w / "once.log" for u in units for w in (*u.old_workdirs, u.workdir)])
     for run_id, last in checker.ended.items():
         prepares = [e for e in events if e["event"] == "prepare" and e["run_id"] == run_id]
         concludes = [e for e in events if e["event"] == "conclude" and e["run_id"] == run_id]
@@ -522,8 +548,8 @@ def _check_start_times(checker: Checker, model: Model) -> None:
     ready: dict[tuple[str, str], int] = {}
     starts: dict[tuple[str, str], list[int]] = defaultdict(list)
     for unit in [*model.units.values(), *model.departed]:
-        path = unit.workdir / "events.log"
-        lines = path.read_text().splitlines() if path.exists() else []
+        paths = [w / "events.log" for w in (*unit.old_workdirs, unit.workdir)]
+        lines = [line for path in paths if path.exists() for line in path.read_text().splitlines()]
         for line in lines:
             run_id, event, ns = line.split()
             if event == "ready":
@@ -549,9 +575,24 @@ def _check_start_times(checker: Checker, model: Model) -> None:
                 )
 
 
-def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
+def run_schedule(
+    schedule: Schedule,
+    tmp: Path,
+    concurrency: Concurrency | None = None,
+    observe: Callable[[Hook, Model], None] | None = None,
+) -> Checker:
+    """Run one schedule, checking the invariants after every hook (then `observe`, if given).
+
+    `concurrency` replaces the overlapping schedules' OVERLAP (for a hand-made schedule).
+    """
     setup = SETUPS[schedule.charm]
     checker = Checker(instant=setup.instant, items=setup.items)
+
+    def on_hook(hook: Hook, model: Model) -> None:
+        checker(hook, model)
+        if observe is not None:
+            observe(hook, model)
+
     log_dir = tmp / f"log-{time.monotonic_ns()}"
     log_dir.mkdir()
     model = Model(
@@ -569,8 +610,10 @@ def run_schedule(schedule: Schedule, tmp: Path) -> Checker:
             "K6_STANDIN_SETUP_DATA": '{"token":"from-setup"}',
             "TASK_STANDIN_RUN_SECONDS": "0.1",
         },
-        on_hook=checker,
+        on_hook=on_hook,
         charm=setup.charm,
+        concurrency=(concurrency or OVERLAP) if schedule.concurrent else None,
+        on_pod_restart=lambda unit, m: _publish_clock(m),  # a new pod: the offset file again
     )
     try:
         _configure_faults(model, schedule, log_dir)
