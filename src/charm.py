@@ -361,7 +361,8 @@ def lifecycle_results(concluded: Mapping[str, Any]) -> dict[str, str]:
     teardown = concluded.get("teardown") or {}
     found = {"setup": f"ran on {setup['unit']}" if setup.get("unit") else "not run"}
     if teardown.get("error"):
-        found["teardown"] = f"failed on {teardown.get('unit')}: {teardown['error']}"
+        how = "failed" if teardown.get("ran") else "not run"
+        found["teardown"] = f"{how} on {teardown.get('unit')}: {teardown['error']}"
     elif teardown.get("ran"):
         found["teardown"] = f"ran on {teardown.get('unit')}"
     else:

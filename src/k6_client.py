@@ -156,6 +156,14 @@ class SetupAnswer:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class TeardownAnswer:
+    """What `POST /v1/teardown` gave: whether k6 got the call, and why it failed (if it did)."""
+
+    reached: bool
+    error: str | None = None
+
+
 def _error_text(response: httpx.Response) -> str:
     """k6's own error text from a JSON:API error answer (`errors[0].detail`), else the body."""
     try:
@@ -175,6 +183,8 @@ def run_setup(endpoint: str, timeout: float) -> SetupAnswer:
     """Run the script's setup() in the paused k6 at `endpoint` (started with `--no-setup`)."""
     try:
         response = _call("POST", f"http://{endpoint}{SETUP_PATH}", timeout)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # never reached k6
+        return SetupAnswer(error=f"k6 at {endpoint} did not answer: {type(e).__name__}: {e}")
     except httpx.TimeoutException:
         return SetupAnswer(error=f"setup() did not finish within {timeout:g} s")
     except httpx.HTTPError as e:
@@ -213,12 +223,14 @@ def put_setup_all(
     return dict(zip(endpoints, asyncio.run(main()), strict=True))
 
 
-def run_teardown(endpoint: str, timeout: float) -> str | None:
-    """Run the script's teardown() in the k6 at `endpoint`; None when it passed, else why not."""
+def run_teardown(endpoint: str, timeout: float) -> TeardownAnswer:
+    """Run the script's teardown() in the k6 at `endpoint`; whether k6 got the call, and how."""
     try:
         response = _call("POST", f"http://{endpoint}{TEARDOWN_PATH}", timeout)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # teardown() did not run
+        return TeardownAnswer(False, f"k6 at {endpoint} did not answer: {type(e).__name__}: {e}")
     except httpx.TimeoutException:
-        return f"teardown() did not finish within {timeout:g} s"
-    except httpx.HTTPError as e:
-        return f"k6 at {endpoint} did not answer: {type(e).__name__}: {e}"
-    return None if response.status_code == 200 else _error_text(response)
+        return TeardownAnswer(True, f"teardown() did not finish within {timeout:g} s")
+    except httpx.HTTPError as e:  # the call may have reached k6: say it may have run
+        return TeardownAnswer(True, f"k6 at {endpoint} did not answer: {type(e).__name__}: {e}")
+    return TeardownAnswer(True, None if response.status_code == 200 else _error_text(response))

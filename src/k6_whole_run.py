@@ -343,15 +343,15 @@ class WholeRunSteps:
             self.teardown_k6.start(command, environment)
             status = k6_client.wait_ready(endpoint, TEARDOWN_READY_S)
             if status is None or not status.ready:
-                return Teardown(True, self.unit_name, error="the teardown k6 did not start")
+                return Teardown(False, self.unit_name, error="the teardown k6 did not start")
             if whole.setup_data is not None:
                 put = k6_client.put_setup_all([endpoint], whole.setup_data)[endpoint]
                 if put:
-                    return Teardown(True, self.unit_name, error=f"setup()'s data: {put}")
-            error = k6_client.run_teardown(endpoint, whole.teardown_timeout_s + API_MARGIN_S)
-            return Teardown(True, self.unit_name, error=error or "")
+                    return Teardown(False, self.unit_name, error=f"setup()'s data: {put}")
+            answer = k6_client.run_teardown(endpoint, whole.teardown_timeout_s + API_MARGIN_S)
+            return Teardown(answer.reached, self.unit_name, error=answer.error or "")
         except ArmFailed as e:
-            return Teardown(True, self.unit_name, error=f"the teardown k6 did not start: {e}")
+            return Teardown(False, self.unit_name, error=f"the teardown k6 did not start: {e}")
         finally:
             self.stop(self.teardown_k6)
 

@@ -22,6 +22,7 @@ from charms.k6_k8s.v0.synchronized_task import (
 from ops import pebble, testing
 from scenario.mocking import _MockPebbleClient
 
+import charm
 import k6_client
 import k6_whole_run
 import k6_workload
@@ -1089,3 +1090,23 @@ def test_leader_publishes_the_dashboard_when_grafana_relates(tmp_path, leader):
 
     published = out.get_relation(relation.id).local_app_data
     assert published == (dashboard.dashboard_databag("k6-k8s") if leader else {})
+
+
+@pytest.mark.parametrize(
+    ("teardown", "said"),
+    [
+        ({"ran": True, "unit": "k6/0"}, "ran on k6/0"),
+        ({"ran": True, "unit": "k6/0", "error": "Error: no"}, "failed on k6/0: Error: no"),
+        (
+            {"ran": False, "unit": "k6/0", "error": "the teardown k6 did not start"},
+            "not run on k6/0: the teardown k6 did not start",
+        ),
+        ({"ran": False, "why_not": "noTeardown is set"}, "not run: noTeardown is set"),
+    ],
+)
+def test_results_say_whether_teardown_ran(teardown, said):
+    concluded = {"setup": {"unit": "k6/0"}, "teardown": teardown}
+
+    found = charm.lifecycle_results(concluded)
+
+    assert found == {"setup": "ran on k6/0", "teardown": said}

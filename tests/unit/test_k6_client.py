@@ -444,7 +444,7 @@ def test_real_k6_vus_receive_the_data_put_to_them_and_teardown_runs_with_it(life
     errors = k6_client.put_setup_all([endpoint], '{"token":"put"}')
 
     assert errors == {endpoint: None}
-    assert k6_client.run_teardown(endpoint, timeout=30) is None
+    assert k6_client.run_teardown(endpoint, timeout=30) == k6_client.TeardownAnswer(True)
     _resume(endpoint)
     assert proc.wait(timeout=30) == EXIT_OK
 
@@ -463,8 +463,10 @@ def test_real_k6_teardown_that_throws_gives_k6s_own_error_text(lifecycle_k6):
     _, endpoint = lifecycle_k6(LIFECYCLE, WANT="other")
     k6_client.put_setup_all([endpoint], '{"token":"put"}')
 
-    error = k6_client.run_teardown(endpoint, timeout=30)
+    answer = k6_client.run_teardown(endpoint, timeout=30)
 
+    assert answer.reached is True  # teardown() ran, and threw
+    error = answer.error
     assert error is not None and error.startswith('Error: teardown got {"token":"put"}'), error
 
 
@@ -482,11 +484,12 @@ def test_real_k6_without_setup_gives_no_data_and_its_vus_see_undefined(lifecycle
 
 def test_setup_and_teardown_against_nothing_listening_say_so(dead_endpoint: str):
     answer = k6_client.run_setup(dead_endpoint, timeout=1)
-    error = k6_client.run_teardown(dead_endpoint, timeout=1)
+    teardown = k6_client.run_teardown(dead_endpoint, timeout=1)
     errors = k6_client.put_setup_all([dead_endpoint], "1", timeout=1)
 
     assert answer.data is None and f"k6 at {dead_endpoint} did not answer" in answer.error
-    assert error is not None and f"k6 at {dead_endpoint} did not answer" in error
+    assert teardown.reached is False  # nothing got the call: teardown() did not run
+    assert teardown.error is not None and f"k6 at {dead_endpoint} did not answer" in teardown.error
     assert errors[dead_endpoint] is not None and "ConnectError" in errors[dead_endpoint]
 
 

@@ -24,6 +24,7 @@ from charms.k6_k8s.v0.synchronized_task import (
 )
 from ops import pebble
 
+import k6_client
 import k6_whole_run
 from k6_script import OPTIONS_FILE, ScriptThreshold
 from k6_whole_run import WholeRun, WholeRunSteps
@@ -234,6 +235,53 @@ def test_a_teardown_attempted_in_an_interrupted_hook_is_not_run_again():
     )
 
     assert (teardown.ran, teardown.why_not) == (False, "an earlier attempt was interrupted")
+
+
+class StartOnly:
+    """The teardown k6's service: started (recorded), never running."""
+
+    name = k6_whole_run.TEARDOWN_SERVICE
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def start(self, command: str, environment: object) -> None:
+        self.started.append(command)
+
+
+READY = k6_client.ApiStatus(status=k6_client.STATUS_PAUSED_BEFORE_RUN, paused=True)
+
+
+@pytest.mark.parametrize(
+    ("ready", "put_error", "teardown_answer", "ran", "error"),
+    [
+        (None, None, None, False, "the teardown k6 did not start"),
+        (READY, "ConnectTimeout: ", None, False, "setup()'s data: ConnectTimeout: "),
+        (
+            READY,
+            None,
+            k6_client.TeardownAnswer(False, "k6 at x did not answer: ConnectTimeout: "),
+            False,
+            "k6 at x did not answer: ConnectTimeout: ",
+        ),
+        (READY, None, k6_client.TeardownAnswer(True, "Error: no"), True, "Error: no"),
+        (READY, None, k6_client.TeardownAnswer(True), True, ""),
+    ],
+)
+def test_the_record_says_teardown_ran_only_when_k6_got_the_call(
+    monkeypatch, ready, put_error, teardown_answer, ran, error
+):
+    whole_steps = steps(Disk())
+    whole_steps.teardown_k6 = StartOnly()  # type: ignore[assignment]
+    whole_steps.stop = lambda service: None  # type: ignore[method-assign]
+    monkeypatch.setattr(k6_client, "wait_ready", lambda endpoint, timeout: ready)
+    monkeypatch.setattr(k6_client, "put_setup_all", lambda eps, data: {eps[0]: put_error})
+    monkeypatch.setattr(k6_client, "run_teardown", lambda endpoint, timeout: teardown_answer)
+    script = {"script": "export function teardown(data) {}"}
+
+    teardown = whole_steps.teardown(run(), script, WholeRun(setup_data='{"t":1}'), "10.0.0.1")
+
+    assert (teardown.ran, teardown.unit, teardown.error) == (ran, "k6/0", error)
 
 
 @pytest.mark.parametrize(
