@@ -87,7 +87,9 @@ def run() -> str:
         f"Bound stated in docs/k6-semantics.md: the whole run crosses → every unit stopped within "
         f"{BOUND_S:g} s (one watcher interval, one read of every unit, the leader's hook); "
         f"{'met' if met else 'NOT met'} in every repetition. {UNITS} units, real k6, "
-        f"a {RUN_S:g} s test; without the abort it would have run to its end.",
+        f"a {RUN_S:g} s test; without the abort it would have run to its end. The trip's time "
+        "is the watcher's own (logged to 0.1 s); a unit's stop is when its last request reached "
+        "the target (every unit sends one about every 0.1 s).",
     ]
     return "\n".join(lines)
 
