@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.support.schedules import Checker, _check_resume_times
+from tests.support.schedules import Checker, _check_resume_times, _landed
 
 ARMED_NS, RESUMED_NS = 1_000_000_000, 2_000_000_000
 
@@ -36,3 +36,19 @@ def test_a_resume_not_in_the_record_is_a_violation_unless_its_sender_was_lost(
     _check_resume_times(checker, tmp_path, "t")
 
     assert len(checker.violations) == violations, checker.violations
+
+
+@pytest.mark.parametrize(
+    ("units", "landed"),
+    [
+        (["t/0", "t/1"], ["t/1"]),  # t/0 removed mid finish hook: t/1 did it again, the landed one
+        (["t/0"], ["t/0"]),  # t/0 finished the run, then was removed: its step stands
+        (["t/1", "t/2"], ["t/1", "t/2"]),  # twice with nobody removed: both count (a violation)
+    ],
+)
+def test_a_step_of_the_end_counts_once_unless_its_unit_was_removed_mid_hook(units, landed):
+    steps = [{"event": "conclude", "unit": unit} for unit in units]
+
+    kept = _landed(steps, removed={"t/0"})
+
+    assert [e["unit"] for e in kept] == landed
