@@ -587,6 +587,7 @@ class Model:
             hook.error = f"{type(e).__name__}: {e}"
         finally:
             self.network.current_unit = ""
+            release_frameworks(unit.ctx)
         hook.duration = time.time() - hook.started
         hook.clock_end = time.time() + self.clock_offset
         hook.pebble_calls = tuple(unit.supervisor.calls[calls_before:])
@@ -1049,6 +1050,23 @@ class Model:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def release_frameworks(ctx: testing.Context) -> None:
+    """Let the frameworks of `ctx`'s finished runs go (ops keeps every one for the process).
+
+    `ops.Framework.on` caches its events object per framework in a WeakKeyDictionary whose value
+    refers to the framework, so the key never dies: every hook's framework, charm class and
+    emitted events lived as long as the test process (about 9,000 objects a schedule). In the
+    soak's hour that grew each process to several GB, and Python's full collections of it took
+    20-30 s, long enough to time out a settle. A unit runs one hook at a time, so every
+    framework of its context is finished once its run returns.
+    """
+    cache = getattr(ops.Framework.__dict__.get("on"), "_cache", None)
+    if cache is None:  # ops no longer caches this way: nothing to release
+        return
+    for framework in [f for f in list(cache.keys()) if getattr(f, "_context", None) is ctx]:
+        cache.pop(framework, None)
 
 
 def _charm_spec(root: Path) -> dict[str, Any]:
