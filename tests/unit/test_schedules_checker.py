@@ -1,12 +1,14 @@
-"""The property tests' checker: what it counts as a violation of (a), on hand-written logs."""
+"""The property tests' checker: what it counts as a violation, on hand-written hooks and logs."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
-from tests.support.schedules import Checker, _check_resume_times, _landed
+from tests.emulator.model import Hook
+from tests.support.schedules import Checker, _check_once_steps, _check_resume_times, _landed
 
 ARMED_NS, RESUMED_NS = 1_000_000_000, 2_000_000_000
 
@@ -52,3 +54,63 @@ def test_a_step_of_the_end_counts_once_unless_its_unit_was_removed_mid_hook(unit
     kept = _landed(steps, removed={"t/0"})
 
     assert [e["unit"] for e in kept] == landed
+
+
+PASSED = {
+    "run_id": "r1",
+    "units": {"t/0": {"exit_code": 0, "error": "", "lost": False}},
+    "outcome": "passed",
+    "reason": "",
+    "concluded": {"by": "127.0.0.1"},
+}
+
+
+def one_unit_model(tmp_path, app: dict, logged: list[str]):
+    """A one-unit model whose workload logged these once-per-run steps of run r1."""
+    lines = [json.dumps({"event": e, "run_id": "r1", "epoch_ns": 1_500_000_000}) for e in logged]
+    (tmp_path / "once.log").write_text("".join(line + "\n" for line in lines))
+    unit = SimpleNamespace(name="t/0", workdir=tmp_path, old_workdirs=())
+    return SimpleNamespace(app=app, units={}, departed=[unit])
+
+
+@pytest.mark.parametrize(
+    ("logged", "concluded", "violations"),
+    [
+        (["prepare", "conclude"], {"by": "127.0.0.1"}, 0),  # prepared and concluded in one hook
+        (["prepare"], {}, 1),  # prepared in that hook, never concluded
+        ([], {"by": "127.0.0.1"}, 1),  # concluded, never prepared
+    ],
+)
+def test_a_run_that_starts_and_ends_in_one_hook_is_judged_on_what_its_workload_logged(
+    tmp_path, logged, concluded, violations
+):
+    # Arrange: the leader's one hook took every step of a one-unit run: the app databag shows no
+    # run before it and none after it, only the run's last-run record
+    last = {**PASSED, "concluded": concluded}
+    model = one_unit_model(tmp_path, {"last_run": last}, logged)
+    hook = Hook(unit="t/0", event="start_action", started=1.0, duration=1.0, leader=True)
+    checker = Checker()
+
+    # Act
+    checker(hook, model)
+    _check_once_steps(checker, model)
+
+    # Assert
+    assert checker.unseen == {"r1"}
+    assert len(checker.violations) == violations, checker.violations
+
+
+def test_a_run_seen_unprepared_between_hooks_is_not_taken_as_prepared_from_its_log(tmp_path):
+    # Arrange: the run was visible between hooks without Run.prepared, then ended concluded
+    model = one_unit_model(tmp_path, {}, ["prepare", "conclude"])
+    checker = Checker(active={"run_id": "r1", "phase": "running", "participants": ["t/0"]})
+    hook = Hook(unit="t/0", event="k6_pebble_custom_notice", started=1.0, duration=1.0)
+    model.app = {"last_run": PASSED}
+
+    # Act
+    checker(hook, model)
+    _check_once_steps(checker, model)
+
+    # Assert
+    assert checker.unseen == set()
+    assert any(v.startswith("(g) run r1: prepared False") for v in checker.violations)
