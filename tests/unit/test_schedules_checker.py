@@ -102,10 +102,9 @@ def test_a_run_that_starts_and_ends_in_one_hook_is_judged_on_what_its_workload_l
 
 def test_a_run_seen_unprepared_between_hooks_is_not_taken_as_prepared_from_its_log(tmp_path):
     # Arrange: the run was visible between hooks without Run.prepared, then ended concluded
-    model = one_unit_model(tmp_path, {}, ["prepare", "conclude"])
+    model = one_unit_model(tmp_path, {"last_run": PASSED}, ["prepare", "conclude"])
     checker = Checker(active={"run_id": "r1", "phase": "running", "participants": ["t/0"]})
     hook = Hook(unit="t/0", event="k6_pebble_custom_notice", started=1.0, duration=1.0)
-    model.app = {"last_run": PASSED}
 
     # Act
     checker(hook, model)
